@@ -1,0 +1,130 @@
+"""The contract every kernel family implements, and the verification the tuner relies on.
+
+A family is one parameterized Triton template plus what it takes to tune it: the problem spec
+type, the search space (in ``tritune.search_space``), random inputs, a launcher taking an explicit
+config, a high-precision reference, and an AOT compile for a GPU target. Families never import
+the runtime or the database; the tuner and the public ops drive them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from tritune.search_space import Config, Hardware, ProblemSpec, SearchSpace, default_config, space_for
+
+from ._compile import CompileReport
+
+TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of checking one launch against the reference.
+
+    ``error`` is the max |out - ref| of the kernel; ``allowed`` the bound it had to meet (the
+    dtype rule: 2x the error of the same math done by PyTorch in the input dtype, plus a small
+    absolute term). ``message`` says what went wrong in a line, None when it passed.
+    """
+
+    ok: bool
+    error: float
+    allowed: float
+    message: str | None = None
+
+
+class KernelFamily(ABC):
+    """Contract:
+
+    - ``name`` is the registry key and ``spec_type.kernel``.
+    - ``source_hash`` changes whenever the kernel source changes, so tuned configs of an older
+      kernel are never served for a newer one.
+    - ``make_inputs`` draws fresh random inputs (never zeros) for ``spec`` on ``device``.
+    - ``launch(inputs, config)`` runs the template with exactly ``config`` and returns the output.
+    - ``reference(inputs)`` computes the same result in float32 or float64 with PyTorch.
+    - ``verify`` launches into a poisoned output and compares with the reference.
+    - ``compile(spec, config, arch)`` compiles for ``sm_{arch}`` without a GPU.
+    """
+
+    name: ClassVar[str]
+    spec_type: ClassVar[type[ProblemSpec]]
+    module_name: ClassVar[str]  # the module holding the @triton.jit source (hashed)
+
+    @property
+    def source_hash(self) -> str:
+        return source_hash(self.module_name)
+
+    def space(self, spec: ProblemSpec, hardware: Hardware) -> SearchSpace:
+        return space_for(spec, hardware)
+
+    def default_config(self, spec: ProblemSpec, hardware: Hardware) -> Config:
+        return default_config(spec, hardware)
+
+    @abstractmethod
+    def make_inputs(self, spec: ProblemSpec, device: torch.device | str, seed: int) -> Mapping[str, Any]: ...
+
+    @abstractmethod
+    def launch(self, inputs: Mapping[str, Any], config: Config) -> torch.Tensor: ...
+
+    @abstractmethod
+    def reference(self, inputs: Mapping[str, Any]) -> torch.Tensor: ...
+
+    @abstractmethod
+    def verify(self, spec: ProblemSpec, config: Config, device: torch.device | str, seed: int) -> Verification: ...
+
+    @abstractmethod
+    def compile(self, spec: ProblemSpec, config: Config, arch: int = 90) -> CompileReport: ...
+
+    def work(self, spec: ProblemSpec) -> dict[str, float]:
+        """What one launch computes, for throughput figures: ``flops`` and/or ``bytes``."""
+        return {}
+
+
+_HASHES: dict[str, str] = {}
+
+
+def source_hash(module_name: str) -> str:
+    """First 12 hex digits of sha256 over a module's source file.
+
+    Read from the file without importing the module, so looking up tuned configs (``tritune
+    query``) never has to define the Triton kernels.
+    """
+    if module_name not in _HASHES:
+        spec = importlib.util.find_spec(module_name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"cannot find the source of kernel module {module_name!r}")
+        with open(spec.origin, "rb") as f:
+            _HASHES[module_name] = hashlib.sha256(f.read()).hexdigest()[:12]
+    return _HASHES[module_name]
+
+
+# Absolute slack added to the 2x rule, per dtype: covers outputs near zero, where the PyTorch
+# baseline can be exact by luck and 2x of ~0 would reject a correct kernel.
+ABS_SLACK = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 2e-3}
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor, baseline: torch.Tensor) -> Verification:
+    """The dtype rule: |out - ref| no more than 2x |baseline - ref| plus a small absolute term.
+
+    ``ref`` is the float32/float64 reference, ``baseline`` the same math done by PyTorch in the
+    input dtype. A NaN or inf anywhere (e.g. a poisoned element the kernel never wrote) fails.
+    """
+    if out.shape != ref.shape:
+        return Verification(False, float("inf"), 0.0, f"output shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+    finite = torch.isfinite(out)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        return Verification(False, float("inf"), 0.0, f"{bad} of {out.numel()} output elements are NaN/inf (unwritten or overflow)")
+    ref64 = ref.double()
+    err = float((out.double() - ref64).abs().max()) if out.numel() else 0.0
+    base = float((baseline.double() - ref64).abs().max()) if out.numel() else 0.0
+    allowed = 2.0 * base + ABS_SLACK.get(out.dtype, 2e-3)
+    if err > allowed:
+        return Verification(False, err, allowed, f"max error {err:.3g} > allowed {allowed:.3g} (2x PyTorch's {base:.3g} + slack)")
+    return Verification(True, err, allowed)

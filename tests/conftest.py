@@ -1,0 +1,33 @@
+"""Test-session setup that must happen before any kernel module is imported.
+
+Triton reads TRITON_INTERPRET when a @triton.jit function is defined, so the interpreter mode is
+set here, at conftest import, before the tests import tritune's kernels. The tuning database and
+compile cache go to a per-session temporary directory so tests never touch the user's files.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+_TMP = tempfile.mkdtemp(prefix="tritune-tests-")
+os.environ.setdefault("TRITUNE_DB", os.path.join(_TMP, "tuned.db"))
+os.environ.setdefault("TRITUNE_CACHE_DIR", os.path.join(_TMP, "cache"))
+
+import pytest  # noqa: E402
+
+SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "kernel_tuner_cache"))
+
+
+@pytest.fixture
+def tmp_db(tmp_path):
+    """Path of a fresh database file for one test."""
+    return tmp_path / "tuned.db"
+
+
+@pytest.fixture(scope="session")
+def kernel_tuner_cache():
+    """The shared Kernel Tuner landscapes; tests that need them skip where they are absent."""
+    if not os.path.isdir(SHARED_DATA):
+        pytest.skip(f"shared landscapes not found at {SHARED_DATA}")
+    return SHARED_DATA

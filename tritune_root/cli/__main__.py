@@ -1,0 +1,5 @@
+import sys
+
+from tritune.cli import main
+
+sys.exit(main())
