@@ -16,7 +16,9 @@ os.environ.setdefault("TRITUNE_CACHE_DIR", os.path.join(_TMP, "cache"))
 
 import pytest  # noqa: E402
 
-SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "kernel_tuner_cache"))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+# The compacted copy in the repository, so CI needs no shared folder.
+KERNEL_TUNER_CACHE = os.path.join(REPO, "data", "kernel_tuner_cache")
 
 
 @pytest.fixture
@@ -27,7 +29,5 @@ def tmp_db(tmp_path):
 
 @pytest.fixture(scope="session")
 def kernel_tuner_cache():
-    """The shared Kernel Tuner landscapes; tests that need them skip where they are absent."""
-    if not os.path.isdir(SHARED_DATA):
-        pytest.skip(f"shared landscapes not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """Directory of the Kernel Tuner landscapes (convolution_milo/, dedispersion_milo/)."""
+    return KERNEL_TUNER_CACHE
