@@ -11,14 +11,18 @@ target), since one compile takes about a second.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
+import importlib
 import json
 import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +93,9 @@ def compile_for_target(
     if cached is not None:
         _MEMO[key] = cached
         return cached
-    report = _compile(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages,
-                      aligned=aligned)
+    compile_fn = _compile_interpreted if _is_interpreted(fn) else _compile
+    report = compile_fn(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages,
+                        aligned=aligned)
     _MEMO[key] = report
     if use_cache:
         _disk_put(key, report)
@@ -130,6 +135,68 @@ def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any
         compile_s=elapsed,
         **base,
     )
+
+
+@contextlib.contextmanager
+def _interpreter_off() -> Iterator[None]:
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+
+
+_WORKER: Any = None
+_WORKER_LOCK = threading.Lock()
+
+
+def _compile_interpreted(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], *, arch: int,
+                         num_warps: int, num_stages: int, aligned: Sequence[str]) -> CompileReport:
+    """Compile a kernel defined under ``TRITON_INTERPRET=1`` (tests, the interpreter backend).
+
+    In such a process ``triton.language`` itself was built for the interpreter, so nothing can
+    be compiled there. One spawned worker process, started with the interpreter off, imports
+    the kernel's module afresh and compiles; it stays up for the next compile.
+    """
+    global _WORKER
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    module_name, name = fn.fn.__module__, fn.fn.__name__
+    with _WORKER_LOCK:
+        if _WORKER is None:
+            with _interpreter_off():  # the worker inherits the environment it is started with
+                _WORKER = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                _WORKER.submit(os.getpid).result()
+            atexit.register(_WORKER.shutdown, cancel_futures=True)
+        worker = _WORKER
+    try:
+        return worker.submit(_compile_by_name, module_name, name, dict(signature), dict(constexprs), arch,
+                             num_warps, num_stages, tuple(aligned)).result()
+    except Exception as exc:  # a dead worker is a failed compile, and the next call starts anew
+        with _WORKER_LOCK:
+            _WORKER = None
+        return CompileReport(ok=False, fits=False, arch=arch, num_warps=num_warps, num_stages=num_stages,
+                             error=_first_line(exc))
+
+
+def _compile_by_name(module_name: str, name: str, signature: dict, constexprs: dict, arch: int,
+                     num_warps: int, num_stages: int, aligned: tuple) -> CompileReport:
+    fn = getattr(importlib.import_module(module_name), name)
+    return _compile(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages,
+                    aligned=aligned)
+
+
+def _is_interpreted(fn: Any) -> bool:
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(fn, InterpretedFunction)
 
 
 def cuobjdump_path() -> Path:
