@@ -224,13 +224,14 @@ def _attn_fwd(
     if STORE_LSE:
         lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # ln 2
         tl.store(LSE + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+    # The output has the inputs' dtype (the launcher allocates it so).
     if USE_TMA:
-        Out.store([off_b, off_h, start_m, 0], out.to(Out.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
+        Out.store([off_b, off_h, start_m, 0], out.to(q.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
     else:
         offs_d = tl.arange(0, BLOCK_D)
         o_base = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh
         o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < HEAD_DIM))
+        tl.store(o_ptrs, out.to(q.dtype), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < HEAD_DIM))
 
 
 # --------------------------------------------------------------------------------------------
