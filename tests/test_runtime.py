@@ -127,3 +127,21 @@ def test_broken_database_falls_back_to_default(tmp_db, caplog):
         sel = Dispatcher(H100, db_path=tmp_db, use_builtin=False).lookup(SPEC)
     assert sel.rule == "default"
     assert any("ignoring the tuning database" in r.message for r in caplog.records)
+
+
+def test_lookup_by_raw_key_matches_lookup(tmp_db):
+    store(tmp_db, SPEC.representative(), a_valid_config(SPEC, H100))
+    disp = Dispatcher(H100, db_path=tmp_db, use_builtin=False)
+    built = []
+
+    def make():
+        built.append(1)
+        return SPEC
+
+    key = (1, 8, 2, 1000, 1000, 64, "bf16", True)
+    assert disp.lookup_by(key, make) == disp.lookup(SPEC)
+    assert disp.lookup_by(key, make).rule == "exact"
+    assert len(built) == 1  # warm calls never rebuild the spec
+    disp.reload()
+    disp.lookup_by(key, make)
+    assert len(built) == 2
