@@ -16,6 +16,7 @@ class CmaEsStrategy(OptunaStrategy):
     """
 
     name = "cmaes"
+    ordinal = True
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
         try:
