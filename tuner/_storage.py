@@ -15,7 +15,9 @@ import datetime
 import hashlib
 import json
 import os
+import random
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +41,26 @@ def make_storage(url: str | None, db_path: str | os.PathLike[str]) -> optuna.sto
         path.parent.mkdir(parents=True, exist_ok=True)
         return _journal(path)
     if "://" in url:
+        return _rdb(url)
+    return _journal(Path(url))
+
+
+def _rdb(url: str, attempts: int = 6) -> optuna.storages.BaseStorage:
+    for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
         except ImportError as exc:
             raise ValueError(f"--storage {url.split('://')[0]}://...: a database driver is missing ({exc}); "
                              "for PostgreSQL: pip install psycopg2-binary") from None
-        except Exception as exc:  # sqlalchemy.exc.* (bad URL, server down)
-            raise ValueError(f"cannot open --storage {_redact(url)}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    return _journal(Path(url))
+        except Exception as exc:  # sqlalchemy.exc.* (bad URL, server down, schema race)
+            # Workers starting together on an empty database race to create Optuna's tables;
+            # the losers see a duplicate-key error, and the tables exist when they try again.
+            if type(exc).__name__ in ("IntegrityError", "ProgrammingError") and attempt + 1 < attempts:
+                time.sleep(0.5 + random.random())
+                continue
+            raise ValueError(f"cannot open --storage {_redact(url)}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    raise AssertionError("unreachable")
 
 
 def _journal(path: Path) -> optuna.storages.BaseStorage:

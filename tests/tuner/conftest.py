@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tritune.kernels import register_family
 from tritune.search_space import Hardware, Landscape, write_landscape
 from tritune.tuner import Problem

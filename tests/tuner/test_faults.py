@@ -8,7 +8,6 @@ import os
 
 import pytest
 from conftest import faulty_problem
-
 from tritune.db import TuningDB
 from tritune.search_space import Hardware
 from tritune.tuner import Budget, GpuBackend, InterpreterBackend, tune

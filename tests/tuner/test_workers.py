@@ -6,7 +6,6 @@ import time
 
 import pytest
 import worker_tasks as t
-
 from tritune.tuner import WorkerPool
 
 
