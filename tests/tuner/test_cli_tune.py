@@ -9,7 +9,6 @@ import sys
 
 import pytest
 from conftest import CONV
-
 from tritune.cli import main
 from tritune.db import TuningDB
 from tritune.tuner import model_config_specs

@@ -24,7 +24,7 @@ def test_three_workers_share_one_study_under_a_global_cap(tmp_path):
             "--delay", "0.05", "--storage", URL, "--prefix", prefix)
     workers = [start_job(*args) for _ in range(3)]
     outputs = [w.communicate(timeout=240) for w in workers]
-    for w, (out, err) in zip(workers, outputs, strict=True):
+    for w, (_out, err) in zip(workers, outputs, strict=True):
         assert w.returncode == 0, err[-3000:]
 
     with sqlite3.connect(db) as conn:
