@@ -18,7 +18,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,15 +66,19 @@ def compile_for_target(
     num_stages: int = 2,
     source_hash: str = "",
     use_cache: bool = True,
+    divisible_by_16: Sequence[str] = (),
 ) -> CompileReport:
     """Compile ``fn`` for ``sm_{arch}`` and report its resources; never raises for a bad config.
 
     ``signature`` maps every argument name to a Triton type (``"*fp16"``, ``"i32"``,
-    ``"constexpr"``...); ``constexprs`` gives the constexpr values.
+    ``"constexpr"``...); ``constexprs`` gives the constexpr values. ``divisible_by_16`` names the
+    pointer/integer arguments a real launch would see as multiples of 16 (the JIT specializes
+    on that; without it loads are not vectorized and registers differ from the real kernel).
     """
     key_src = json.dumps(
         [getattr(fn, "__name__", str(fn)), source_hash or _fn_hash(fn), dict(signature),
-         {k: _jsonable(v) for k, v in constexprs.items()}, arch, num_warps, num_stages, _triton_version()],
+         {k: _jsonable(v) for k, v in constexprs.items()}, arch, num_warps, num_stages, _triton_version()]
+        + ([sorted(divisible_by_16)] if divisible_by_16 else []),
         sort_keys=True,
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
@@ -84,7 +88,8 @@ def compile_for_target(
     if cached is not None:
         _MEMO[key] = cached
         return cached
-    report = _compile(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages)
+    report = _compile(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages,
+                      divisible_by_16=divisible_by_16)
     _MEMO[key] = report
     if use_cache:
         _disk_put(key, report)
@@ -92,14 +97,16 @@ def compile_for_target(
 
 
 def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], *, arch: int,
-             num_warps: int, num_stages: int) -> CompileReport:
+             num_warps: int, num_stages: int, divisible_by_16: Sequence[str] = ()) -> CompileReport:
     import triton
     from triton.backends.compiler import GPUTarget
 
     start = time.perf_counter()
     base = {"arch": arch, "num_warps": num_warps, "num_stages": num_stages}
     try:
-        src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs))
+        names = list(getattr(fn, "arg_names", ()))
+        attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible_by_16}
+        src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs), attrs=attrs)
         kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                                 options={"num_warps": num_warps, "num_stages": num_stages})
     except Exception as exc:  # any compiler failure is a property of the config, not a crash
