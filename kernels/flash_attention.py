@@ -77,18 +77,19 @@ def _load_tile(base, desc, desc_b, desc_h, row0, n_rows, stride_r, stride_d,
 @triton.jit
 def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                 stride_kn, stride_kd, stride_vn, stride_vd,
-                offs_m, lo, hi, seq_kv, causal_shift, qk_scale,
+                offs_m, lo, hi, kv_lo, kv_hi, causal_shift, qk_scale,
                 BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                MASKED: tl.constexpr, CAUSAL: tl.constexpr, USE_TMA: tl.constexpr,
+                MASKED: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
                 DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Online-softmax update of (acc, l_i, m_i) over key tiles [lo, hi).
 
-    ``MASKED`` tiles may hold keys >= seq_kv or (causal) keys past a row's diagonal; unmasked
-    tiles are fully visible to every row of the block, so they skip all masking code.
+    Visible keys are [kv_lo, kv_hi) (kv_lo is 0 unless ``WINDOW``), and with ``CAUSAL`` only
+    keys j <= row + causal_shift. ``MASKED`` tiles may hold invisible keys; unmasked tiles are
+    fully visible to every row of the block, so they skip all masking code.
     """
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
-        k = _load_tile(k_base, k_desc, off_b, off_hkv, start_n, seq_kv, stride_kn, stride_kd,
+        k = _load_tile(k_base, k_desc, off_b, off_hkv, start_n, kv_hi, stride_kn, stride_kd,
                        BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
         if DOT_FP32:
             qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=DOT_PRECISION)
@@ -97,7 +98,9 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
         qk = qk * qk_scale
         if MASKED:
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            keep = offs_n[None, :] < seq_kv
+            keep = offs_n[None, :] < kv_hi
+            if WINDOW:
+                keep = keep & (offs_n[None, :] >= kv_lo)
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m[:, None] + causal_shift)
             qk = tl.where(keep, qk, float("-inf"))
@@ -112,7 +115,7 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        v = _load_tile(v_base, v_desc, off_b, off_hkv, start_n, seq_kv, stride_vn, stride_vd,
+        v = _load_tile(v_base, v_desc, off_b, off_hkv, start_n, kv_hi, stride_vn, stride_vd,
                        BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
         if DOT_FP32:
             acc = tl.dot(p, v.to(tl.float32), acc, input_precision=DOT_PRECISION)
@@ -124,7 +127,7 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
 
 @triton.jit
 def _attn_fwd(
-    Q, K, V, Out, LSE,
+    Q, K, V, Out, LSE, KV_WINDOW,
     qk_scale,  # softmax scale * log2(e): the kernel works in base 2
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -133,7 +136,7 @@ def _attn_fwd(
     heads_q, group, seq_q, seq_kv,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, SPLIT_DIAG: tl.constexpr, USE_TMA: tl.constexpr,
+    CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SPLIT_DIAG: tl.constexpr, USE_TMA: tl.constexpr,
     STORE_LSE: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -164,37 +167,54 @@ def _attn_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    # Bottom-right causal alignment: row i sees keys j <= i + causal_shift.
-    causal_shift = seq_kv - seq_q
+    if WINDOW:
+        # Per-batch visible keys [kv_lo, kv_hi) and causal shift (padded batches, KV caches
+        # with empty slots): int32 triples in KV_WINDOW.
+        kv_lo = tl.load(KV_WINDOW + off_b * 3)
+        kv_hi = tl.load(KV_WINDOW + off_b * 3 + 1)
+        causal_shift = tl.load(KV_WINDOW + off_b * 3 + 2)
+    else:
+        kv_lo = 0
+        kv_hi = seq_kv
+        causal_shift = seq_kv - seq_q  # bottom-right alignment: row i sees keys j <= i + shift
     if CAUSAL:
         last_row = tl.minimum(start_m + BLOCK_M, seq_q) - 1
-        hi = tl.minimum(seq_kv, last_row + causal_shift + 1)  # keys any row of the block sees
-        full = tl.minimum(seq_kv, start_m + causal_shift + 1)  # keys every row of the block sees
+        hi = tl.minimum(kv_hi, last_row + causal_shift + 1)  # keys any row of the block sees
+        full = tl.minimum(kv_hi, start_m + causal_shift + 1)  # keys every row of the block sees
     else:
-        hi = seq_kv
-        full = seq_kv
-    hi = tl.maximum(hi, 0)
-    full = tl.maximum(full, 0) // BLOCK_N * BLOCK_N  # whole tiles only
+        hi = kv_hi
+        full = kv_hi
+    # Tile boundaries: [start, mid) masked (a window starting inside a tile), [mid, full)
+    # unmasked, [full, hi) masked (causal diagonal, ragged end).
+    start = kv_lo // BLOCK_N * BLOCK_N
+    mid = tl.cdiv(kv_lo, BLOCK_N) * BLOCK_N
+    full = tl.maximum(full // BLOCK_N * BLOCK_N, mid)
 
     if SPLIT_DIAG:
+        if WINDOW:
+            acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+                                        stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, start, tl.minimum(mid, hi), kv_lo, kv_hi, causal_shift,
+                                        qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
+                                        USE_TMA, DOT_FP32, DOT_PRECISION)
         acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_m, 0, full, seq_kv, causal_shift, qk_scale,
-                                    BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, USE_TMA,
-                                    DOT_FP32, DOT_PRECISION)
+                                    offs_m, mid, full, kv_lo, kv_hi, causal_shift,
+                                    qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, WINDOW,
+                                    USE_TMA, DOT_FP32, DOT_PRECISION)
         acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_m, full, hi, seq_kv, causal_shift, qk_scale,
-                                    BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, USE_TMA,
-                                    DOT_FP32, DOT_PRECISION)
+                                    offs_m, full, hi, kv_lo, kv_hi, causal_shift,
+                                    qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
+                                    USE_TMA, DOT_FP32, DOT_PRECISION)
     else:
         acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_m, 0, hi, seq_kv, causal_shift, qk_scale,
-                                    BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, USE_TMA,
-                                    DOT_FP32, DOT_PRECISION)
+                                    offs_m, start, hi, kv_lo, kv_hi, causal_shift,
+                                    qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
+                                    USE_TMA, DOT_FP32, DOT_PRECISION)
 
-    # Rows that saw no key (causal with Sq > Skv) have l = 0: their output is 0, LSE -inf.
+    # Rows that saw no key (causal with Sq > Skv, empty windows) have l = 0: their output is 0, LSE -inf.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     if STORE_LSE:
@@ -228,7 +248,9 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
     """Run the template with exactly ``config``.
 
     ``inputs``: ``q`` [B, Hq, Sq, D], ``k``/``v`` [B, Hkv, Skv, D] (any strides), ``causal``
-    (bool), ``scale`` (float or None for 1/sqrt(D)). ``out`` (same shape as q, any strides) and
+    (bool), ``scale`` (float or None for 1/sqrt(D)), optionally ``kv_window``: contiguous int32
+    [B, 3] rows (lo, hi, shift) saying that batch b sees keys lo <= j < hi and, when causal,
+    row i sees keys j <= i + shift (default: 0, Skv, Skv - Sq). ``out`` (same shape as q, any strides) and
     ``lse`` (contiguous fp32 [B, Hq, Sq]) are optional outputs to write into. Shapes are assumed
     checked by the caller (``tritune.flash_attention`` validates user input).
     """
@@ -254,15 +276,17 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
     else:
         q_arg, k_arg, v_arg, o_arg = q, k, v, out
     store_lse = lse is not None
-    lse_arg = lse if store_lse else out  # never written when STORE_LSE is off
+    lse_arg = lse if store_lse else q  # never touched when STORE_LSE is off
+    window = inputs.get("kv_window")
+    window_arg = window if window is not None else q  # never touched when WINDOW is off
     grid = (triton.cdiv(seq_q, config.block_m), batch * heads_q)
     _attn_fwd[grid](
-        q_arg, k_arg, v_arg, o_arg, lse_arg,
+        q_arg, k_arg, v_arg, o_arg, lse_arg, window_arg,
         float(scale) * LOG2E,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         heads_q, heads_q // heads_kv, seq_q, seq_kv,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        CAUSAL=causal, SPLIT_DIAG=bool(config.split_diag), USE_TMA=use_tma, STORE_LSE=store_lse,
+        CAUSAL=causal, WINDOW=window is not None, SPLIT_DIAG=bool(config.split_diag), USE_TMA=use_tma, STORE_LSE=store_lse,
         DOT_FP32=interp and q.dtype == torch.bfloat16,
         DOT_PRECISION="ieee" if (interp or q.dtype == torch.float32) else "tf32",
         num_warps=config.num_warps, num_stages=config.num_stages,
@@ -274,11 +298,13 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
 # Reference
 # --------------------------------------------------------------------------------------------
 def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                   scale: float | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                   scale: float | None, dtype: torch.dtype, kv_window: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain attention in ``dtype`` (float64 for the reference, the input dtype for the baseline).
 
     Returns (out [B, Hq, Sq, D] in ``dtype``, lse [B, Hq, Sq] float32). Same semantics as the
-    kernel: GQA by head grouping, bottom-right causal, rows without visible keys give 0 / -inf.
+    kernel: GQA by head grouping, bottom-right causal (or the window's shift), keys outside the
+    window invisible, rows without visible keys give 0 / -inf.
     """
     batch, heads_q, seq_q, head_dim = q.shape
     heads_kv, seq_kv = k.shape[1], k.shape[2]
@@ -289,30 +315,36 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal:
     kd = k.to(dtype).repeat_interleave(group, dim=1)
     vd = v.to(dtype).repeat_interleave(group, dim=1)
     scores = torch.matmul(qd, kd.transpose(-1, -2)) * scale
+    i = torch.arange(seq_q, device=q.device)[None, :, None]
+    j = torch.arange(seq_kv, device=q.device)[None, None, :]
+    if kv_window is not None:
+        lo, hi, shift = (kv_window[:, c].long().to(q.device)[:, None, None] for c in range(3))
+        visible = (j >= lo) & (j < hi)
+    else:
+        shift = seq_kv - seq_q
+        visible = torch.ones(1, seq_q, seq_kv, dtype=torch.bool, device=q.device)
     if causal:
-        i = torch.arange(seq_q, device=q.device)[:, None]
-        j = torch.arange(seq_kv, device=q.device)[None, :]
-        scores = scores.masked_fill(j > i + (seq_kv - seq_q), float("-inf"))
+        visible = visible & (j <= i + shift)
+    scores = scores.masked_fill(~visible[:, None], float("-inf"))
     lse = torch.logsumexp(scores.float(), dim=-1)
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no visible key -> 0
     return torch.matmul(probs, vd), lse
 
 
+def _math(inputs: Mapping[str, Any], dtype: torch.dtype) -> torch.Tensor:
+    out, _ = attention_math(inputs["q"], inputs["k"], inputs["v"], causal=bool(inputs.get("causal", False)),
+                            scale=inputs.get("scale"), dtype=dtype, kv_window=inputs.get("kv_window"))
+    return out
+
+
 def reference(inputs: Mapping[str, Any]) -> torch.Tensor:
     """float64 reference output (fp32 on devices without float64)."""
-    q = inputs["q"]
-    dtype = torch.float64 if q.device.type == "cpu" else torch.float32
-    out, _ = attention_math(q, inputs["k"], inputs["v"], causal=bool(inputs.get("causal", False)),
-                            scale=inputs.get("scale"), dtype=dtype)
-    return out
+    return _math(inputs, torch.float64 if inputs["q"].device.type == "cpu" else torch.float32)
 
 
 def baseline(inputs: Mapping[str, Any]) -> torch.Tensor:
     """The same math done by PyTorch in the input dtype: the yardstick of the tolerance rule."""
-    q = inputs["q"]
-    out, _ = attention_math(q, inputs["k"], inputs["v"], causal=bool(inputs.get("causal", False)),
-                            scale=inputs.get("scale"), dtype=q.dtype)
-    return out
+    return _math(inputs, inputs["q"].dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,11 +356,15 @@ def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) ->
     Mirrors a launch on contiguous inputs: the innermost strides are the constant 1 that
     Triton's specialization sees at run time.
     """
+    elt = spec.dtype
+    block_d = padded_head_dim(spec.head_dim)
     if config.use_tma:
-        raise ValueError("use_tma configs compile through launch-time descriptors; compile with use_tma=False")
-    elt = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}[spec.dtype]
-    sig: dict[str, str] = {n: f"*{elt}" for n in ("Q", "K", "V", "Out")}
+        rows = {"Q": config.block_m, "K": config.block_n, "V": config.block_n, "Out": config.block_m}
+        sig: dict[str, str] = {n: f"tensordesc<{elt}[1, 1, {r}, {block_d}]>" for n, r in rows.items()}
+    else:
+        sig = {n: f"*{elt}" for n in ("Q", "K", "V", "Out")}
     sig["LSE"] = "*fp32"
+    sig["KV_WINDOW"] = "*i32"
     sig["qk_scale"] = "fp32"
     constexprs: dict[str, Any] = {}
     for t in "qkvo":
@@ -339,13 +375,13 @@ def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) ->
     for n in ("heads_q", "group", "seq_q", "seq_kv"):
         sig[n] = "i32"
     constexprs.update(
-        HEAD_DIM=spec.head_dim, BLOCK_D=padded_head_dim(spec.head_dim), BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n, CAUSAL=spec.causal, SPLIT_DIAG=bool(config.split_diag), USE_TMA=False,
+        HEAD_DIM=spec.head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n, CAUSAL=spec.causal, WINDOW=False, SPLIT_DIAG=bool(config.split_diag), USE_TMA=bool(config.use_tma),
         STORE_LSE=False, DOT_FP32=False, DOT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32",
     )
     for n in constexprs:
         sig[n] = "constexpr"
-    return sig, constexprs
+    return {n: sig[n] for n in _attn_fwd.arg_names}, constexprs
 
 
 # Arguments Triton's launch-time specialization marks as divisible by 16 for typical shapes
@@ -387,10 +423,11 @@ class FlashAttentionFamily(KernelFamily):
         return compare(out, reference(inputs), baseline(inputs))
 
     def compile(self, spec: FlashAttentionSpec, config: FlashAttentionConfig, arch: int = 90) -> CompileReport:
-        sig, constexprs = compile_signature(spec, config.replace(use_tma=False) if config.use_tma else config)
+        sig, constexprs = compile_signature(spec, config)
+        aligned = [a for a in ALIGNED_ARGS if not (config.use_tma and sig[a].startswith("tensordesc"))]
         return compile_for_target(_attn_fwd, sig, constexprs, arch=arch, num_warps=config.num_warps,
                                   num_stages=config.num_stages, source_hash=source_hash(__name__),
-                                  aligned=ALIGNED_ARGS)
+                                  aligned=aligned)
 
     def work(self, spec: FlashAttentionSpec) -> dict[str, float]:
         return {"flops": spec.flops}

@@ -31,8 +31,8 @@ def _lse_shape(q: torch.Tensor, return_lse: bool) -> tuple[int, ...]:
 
 
 @torch.library.custom_op("tritune::flash_attention", mutates_args=())
-def _flash_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-                        return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _flash_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_window: torch.Tensor | None,
+                        causal: bool, scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads_q, seq_q, head_dim = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(_lse_shape(q, return_lse), dtype=torch.float32, device=q.device)
@@ -40,21 +40,23 @@ def _flash_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causa
         return out, lse.fill_(float("-inf"))
     spec = _spec(batch, heads_q, k.shape[1], seq_q, k.shape[2], head_dim, _DTYPES[q.dtype], causal)
     config = runtime.select(spec, q.device).config
-    _fa.launch({"q": q, "k": k, "v": v, "causal": causal, "scale": scale}, config, out=out,
+    inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": scale, "kv_window": kv_window}
+    _fa.launch(inputs, config, out=out,
                lse=lse if return_lse else None)
     return out, lse
 
 
 @_flash_attention_op.register_fake
-def _flash_attention_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-                          return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _flash_attention_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_window: torch.Tensor | None,
+                          causal: bool, scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     out = q.new_empty(q.shape)
     lse = q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
     return out, lse
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-                    scale: float | None = None, return_lse: bool = False
+                    scale: float | None = None, return_lse: bool = False,
+                    kv_window: torch.Tensor | None = None
                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention with the tuned Triton FlashAttention kernel.
 
@@ -63,13 +65,19 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     mask bottom-right when Sq != Skv: query i sees keys j <= i + Skv - Sq (a query that sees no
     key gets 0). ``scale`` defaults to 1/sqrt(D). Returns ``[B, Hq, Sq, D]`` in q's dtype, and
     with ``return_lse`` also the log-sum-exp of the scaled scores ``[B, Hq, Sq]`` (fp32).
+
+    ``kv_window`` (padded batches, KV caches with empty slots): int32 ``[B, 3]`` rows
+    ``(lo, hi, shift)``; batch b sees only keys ``lo <= j < hi`` and, when causal, query i sees
+    keys ``j <= i + shift`` (the default is ``(0, Skv, Skv - Sq)``).
     """
     check_inputs(q, k, v)
+    if kv_window is not None:
+        kv_window = _check_window(kv_window, q)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     elif not isinstance(scale, int | float) or not math.isfinite(scale):
         raise ValueError(f"scale={scale!r} must be a finite number (or None for 1/sqrt(head_dim))")
-    out, lse = torch.ops.tritune.flash_attention(q, k, v, bool(causal), float(scale), bool(return_lse))
+    out, lse = torch.ops.tritune.flash_attention(q, k, v, kv_window, bool(causal), float(scale), bool(return_lse))
     return (out, lse) if return_lse else out
 
 
@@ -105,3 +113,14 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"q.shape[1]={heads_q} (heads_q) must be a multiple of k.shape[1]={heads_kv} (heads_kv)")
     if k.shape[2] == 0 and q.shape[2] > 0 and q.shape[0] > 0 and heads_q > 0:
         raise ValueError("k has no keys (k.shape[2] == 0): attention over an empty sequence is undefined")
+
+
+def _check_window(kv_window: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    if not isinstance(kv_window, torch.Tensor) or kv_window.shape != (q.shape[0], 3):
+        shape = tuple(kv_window.shape) if isinstance(kv_window, torch.Tensor) else type(kv_window).__name__
+        raise ValueError(f"kv_window must be an int32 tensor of shape [batch, 3] = [{q.shape[0]}, 3]; got {shape}")
+    if kv_window.dtype != torch.int32 or kv_window.is_floating_point():
+        raise ValueError(f"kv_window.dtype={kv_window.dtype} must be torch.int32")
+    if kv_window.device != q.device:
+        raise ValueError(f"kv_window is on {kv_window.device} but q is on {q.device}")
+    return kv_window.contiguous()
