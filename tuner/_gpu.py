@@ -52,7 +52,9 @@ class GpuBackend(PipelinedBackend):
         self.measure_settings = settings or GpuSettings(device_index=device_index)
         self.measure_task = measure_task or gpu_measure
         self.seed = seed
-        self.batch_size = max(2, size + 1)
+        # Enough configs in flight to keep the compile workers ahead of the GPU, but few enough that
+        # a model-based strategy still learns between batches.
+        self.batch_size = max(2, min(8, size + 1))
 
     def _arch(self, problem: Problem) -> int | None:
         return arch_of(problem.hardware)

@@ -127,6 +127,8 @@ def tune(problems: Sequence[Problem], backend: MeasureBackend, *, budget: Budget
     ``StrategyContext.options['cost_model']``). ``storage`` is an Optuna storage URL shared by
     several workers (default: a journal file next to the database). Studies are named from
     ``study_prefix`` and the problem, so the same call resumes them; a new prefix starts over.
+    The runtime sits above the tuner: call ``tritune.runtime.reload()`` afterwards for this
+    process's ops to pick the new configs up (``tritune tune`` does).
     """
     strategy_name = DEFAULT_STRATEGY if strategy == "default" else strategy
     get_strategy(strategy_name)  # unknown names fail before anything runs
@@ -149,7 +151,6 @@ def tune(problems: Sequence[Problem], backend: MeasureBackend, *, budget: Budget
     finally:
         if own_db:
             tdb.close()
-        _reload_runtime()
     report.wall_s = time.monotonic() - started
     return report
 
@@ -158,16 +159,6 @@ def _worker_seed(seed: int) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.sha256(f"{seed}|{worker_id()}".encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-def _reload_runtime() -> None:
-    """Make this process's runtime see the new configs (the runtime sits above the tuner)."""
-    import importlib
-
-    try:
-        importlib.import_module("tritune.runtime").reload()
-    except (ImportError, AttributeError):
-        pass
 
 
 class _ProblemJob:

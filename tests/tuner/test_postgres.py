@@ -12,7 +12,7 @@ import pytest
 from conftest import CONV, start_job
 
 URL = os.environ.get("TRITUNE_TEST_POSTGRES_URL")
-pytestmark = [pytest.mark.postgres,
+pytestmark = [pytest.mark.postgres, pytest.mark.slow,
               pytest.mark.skipif(not URL, reason="TRITUNE_TEST_POSTGRES_URL is not set (.ci/postgres.sh sets it)")]
 
 
