@@ -192,7 +192,7 @@ class _ProblemJob:
         self.stale_after_s = stale_after_s
         self.report.recovered = recover_stale_trials(self.driver, db, self.name, stale_after_s=stale_after_s)
         self.driver.refresh()
-        self.driver.enqueue(seeds)
+        self.driver.enqueue(self.strategy.initial_configs() if isinstance(self.strategy, OptunaStrategy) else seeds)
         if warm_start:
             self.report.warm_started = self.driver.warm_start(self._earlier_measurements())
         self.concurrent = bool(getattr(self.strategy, "concurrent", False))
