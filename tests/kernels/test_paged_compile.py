@@ -47,6 +47,7 @@ def test_default_config_compiles_without_spills(spec, arch):
         assert report.registers is not None and report.registers <= 255
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", [90, 80])
 def test_sampled_configs_compile_and_smem_estimate_agrees(arch):
     hw = Hardware.from_spec(ARCH_DEVICE[arch])
