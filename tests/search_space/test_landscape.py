@@ -2,6 +2,7 @@ import itertools
 import os
 
 import pytest
+
 from tritune.search_space import Hardware, Landscape, load_landscapes, write_landscape
 
 

@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from tritune.search_space import (
     Config,
     Constraint,
