@@ -8,7 +8,6 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-
 from tritune.search_space import Value
 
 from ._backend import MeasureResult, Status
@@ -37,6 +36,8 @@ class StrategySampler(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if "fixed_params" in trial.system_attrs:  # an enqueued config (seed): not the strategy's proposal
+            return {}
         self._sync(study)
         config = self.strategy.ask()
         if config is None:

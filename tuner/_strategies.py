@@ -13,7 +13,8 @@ from tritune.search_space import SearchSpace
 
 from ._strategy import Strategy, StrategyContext
 
-STRATEGIES: dict[str, str] = {
+# name -> "module:attr" (imported on first use) or the Strategy class itself.
+STRATEGIES: dict[str, str | type[Strategy]] = {
     "tpe": "tritune.tuner._tpe:TPEStrategy",
     "gp": "tritune.tuner._gp:GPStrategy",
     "cmaes": "tritune.tuner._cmaes:CmaEsStrategy",
@@ -36,7 +37,10 @@ def get_strategy(name: str) -> type[Strategy]:
         name = DEFAULT_STRATEGY
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from: default, {', '.join(STRATEGIES)}")
-    module_name, attr = STRATEGIES[name].split(":")
+    entry = STRATEGIES[name]
+    if not isinstance(entry, str):
+        return entry
+    module_name, attr = entry.split(":")
     return getattr(importlib.import_module(module_name), attr)
 
 

@@ -63,7 +63,7 @@ class Strategy(ABC):
     @abstractmethod
     def tell(self, config: Mapping[str, Value], result: MeasureResult) -> None: ...
 
-    def observe(self, config: Mapping[str, Value], result: MeasureResult) -> None:
+    def observe(self, config: Mapping[str, Value], result: MeasureResult) -> None:  # noqa: B027
         """Learn from a measurement this strategy did not ask for.
 
         Called for measurements made before it existed (a resumed job, earlier studies of the
