@@ -36,8 +36,8 @@ import torch
 import triton
 import triton.language as tl
 from tritune.kernels._compile import CompileReport, compile_for_target
-from tritune.kernels._family import TORCH_DTYPES, KernelFamily, Verification, compare
-from tritune.search_space import Hardware, PagedAttentionConfig, PagedAttentionSpec, interpreting
+from tritune.kernels._family import TORCH_DTYPES, KernelFamily, Verification, compare, source_hash
+from tritune.search_space import PagedAttentionConfig, PagedAttentionSpec, interpreting
 from tritune.search_space.paged_attention import padded_head_dim
 
 LOG2E = 1.4426950408889634
@@ -376,15 +376,11 @@ class PagedAttentionFamily(KernelFamily):
     def work(self, spec: PagedAttentionSpec) -> dict[str, float]:
         return {"bytes": spec.bytes_moved}
 
-    def default_config(self, spec: PagedAttentionSpec, hardware: Hardware) -> PagedAttentionConfig:
-        from tritune.search_space.paged_attention import default_config
-
-        return default_config(spec, hardware)
-
 
 def compile_decode(spec: PagedAttentionSpec, config: PagedAttentionConfig, arch: int = 90) -> CompileReport:
     """AOT-compile the decode kernel of ``config`` for ``sm_{arch}``, specialized as a real launch
-    would be (16-divisible pointers and strides)."""
+    would be (16-divisible pointers and strides). The merge kernel of split configs is small and
+    fixed (no tunable tiles), so the report is the decode kernel's."""
     elt = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}[spec.dtype]
     group = spec.heads_q // spec.heads_kv
     pointers = {"q_ptr": f"*{elt}", "k_ptr": f"*{elt}", "v_ptr": f"*{elt}", "table_ptr": "*i32",
@@ -400,7 +396,7 @@ def compile_decode(spec: PagedAttentionSpec, config: PagedAttentionConfig, arch:
     # Strides are multiples of 16 elements whenever head_dim is (what the JIT would specialize).
     aligned = list(pointers) + ([s for s in ints if s != "num_heads_q"] if spec.head_dim % 16 == 0 else [])
     return compile_for_target(_decode_kernel, signature, constexprs, arch=arch, num_warps=config.num_warps,
-                              num_stages=config.num_stages, aligned=aligned)
+                              num_stages=config.num_stages, source_hash=source_hash(__name__), aligned=aligned)
 
 
 FAMILY = PagedAttentionFamily()
