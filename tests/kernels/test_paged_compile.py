@@ -89,8 +89,8 @@ def test_shared_memory_rule_rejects_what_the_compiler_cannot_fit():
 
 
 def test_dot_shape_rule_is_what_the_compiler_enforces():
-    """block_n=8 with tensor cores runs under the interpreter but does not compile (tl.dot needs
-    K >= 16): the space rejects it before any GPU sees it."""
+    """block_n=8 with tensor cores does not compile (tl.dot needs K >= 16; the interpreter does
+    not enforce it): the space rejects it before any GPU sees it."""
     spec = SPECS[0]
     config = PagedAttentionConfig(block_n=8, num_splits=1, group_block=16, num_warps=4, num_stages=2)
     reasons = space_for(spec, Hardware.from_spec("H100")).validate(config.to_dict())
