@@ -36,8 +36,8 @@ import torch
 import triton
 import triton.language as tl
 from tritune.kernels._compile import CompileReport, compile_for_target
-from tritune.kernels._family import TORCH_DTYPES, KernelFamily, Verification, compare
-from tritune.search_space import Hardware, PagedAttentionConfig, PagedAttentionSpec, interpreting
+from tritune.kernels._family import TORCH_DTYPES, KernelFamily, Verification, compare, source_hash
+from tritune.search_space import PagedAttentionConfig, PagedAttentionSpec, interpreting
 from tritune.search_space.paged_attention import padded_head_dim
 
 LOG2E = 1.4426950408889634
@@ -293,16 +293,18 @@ def draw_lengths(num_seqs: int, context_len: int, gen: torch.Generator, *, mixed
 
 def make_paged_inputs(num_seqs: int, heads_q: int, heads_kv: int, head_dim: int, lens: torch.Tensor,
                       *, block_size: int, dtype: torch.dtype, device: torch.device | str, seed: int,
-                      spare: float = 0.25, extra_columns: int = 1) -> dict[str, Any]:
+                      spare: float = 0.125, extra_columns: int = 1) -> dict[str, Any]:
     """Random q and a random paged cache holding sequences of ``lens`` tokens.
 
     Pages come from a permutation of a pool over-provisioned by ``spare``, so block tables are
     non-contiguous and unsorted. Pool pages no sequence owns, and the slots past each sequence's
     end in its last page, hold NaN: a kernel that reads past a sequence poisons its output.
-    Unused block-table columns point at other sequences' pages, never at nothing.
+    Unused block-table columns point at other sequences' pages, never at nothing. Token data is
+    drawn on ``device`` in ``dtype`` directly (a tuning-size cache is tens of GB); the block
+    table is built on the CPU.
     """
     gen = torch.Generator().manual_seed(seed)
-    lens = lens.to(torch.int32)
+    lens = lens.to(torch.int32).cpu()
     pages_per_seq = [-(-int(n) // block_size) for n in lens]
     used = sum(pages_per_seq)
     pool = used + max(2, int(used * spare))
@@ -319,16 +321,17 @@ def make_paged_inputs(num_seqs: int, heads_q: int, heads_kv: int, head_dim: int,
         tail = n_pages * block_size - int(lens[s])
         if tail:
             nan_mask[own[-1], block_size - tail:] = True
+    device = torch.device(device)
+    dev_gen = torch.Generator(device=device).manual_seed(seed)
     shape = (pool, block_size, heads_kv, head_dim)
-    k_cache = torch.randn(shape, generator=gen).to(dtype)
-    v_cache = torch.randn(shape, generator=gen).to(dtype)
+    k_cache = torch.empty(shape, dtype=dtype, device=device).normal_(generator=dev_gen)
+    v_cache = torch.empty(shape, dtype=dtype, device=device).normal_(generator=dev_gen)
+    nan_mask = nan_mask.to(device)
     k_cache[nan_mask] = float("nan")
     v_cache[nan_mask] = float("nan")
-    q = torch.randn((num_seqs, heads_q, head_dim), generator=gen).to(dtype)
-    return {
-        "q": q.to(device), "k_cache": k_cache.to(device), "v_cache": v_cache.to(device),
-        "block_table": table.to(device), "seq_lens": lens.to(device), "scale": 1.0 / math.sqrt(head_dim),
-    }
+    q = torch.empty((num_seqs, heads_q, head_dim), dtype=dtype, device=device).normal_(generator=dev_gen)
+    return {"q": q, "k_cache": k_cache, "v_cache": v_cache, "block_table": table.to(device),
+            "seq_lens": lens.to(device), "scale": 1.0 / math.sqrt(head_dim)}
 
 
 # --- the family -------------------------------------------------------------------------------
@@ -373,15 +376,11 @@ class PagedAttentionFamily(KernelFamily):
     def work(self, spec: PagedAttentionSpec) -> dict[str, float]:
         return {"bytes": spec.bytes_moved}
 
-    def default_config(self, spec: PagedAttentionSpec, hardware: Hardware) -> PagedAttentionConfig:
-        from tritune.search_space.paged_attention import default_config
-
-        return default_config(spec, hardware)
-
 
 def compile_decode(spec: PagedAttentionSpec, config: PagedAttentionConfig, arch: int = 90) -> CompileReport:
     """AOT-compile the decode kernel of ``config`` for ``sm_{arch}``, specialized as a real launch
-    would be (16-divisible pointers and strides)."""
+    would be (16-divisible pointers and strides). The merge kernel of split configs is small and
+    fixed (no tunable tiles), so the report is the decode kernel's."""
     elt = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}[spec.dtype]
     group = spec.heads_q // spec.heads_kv
     pointers = {"q_ptr": f"*{elt}", "k_ptr": f"*{elt}", "v_ptr": f"*{elt}", "table_ptr": "*i32",
@@ -397,7 +396,7 @@ def compile_decode(spec: PagedAttentionSpec, config: PagedAttentionConfig, arch:
     # Strides are multiples of 16 elements whenever head_dim is (what the JIT would specialize).
     aligned = list(pointers) + ([s for s in ints if s != "num_heads_q"] if spec.head_dim % 16 == 0 else [])
     return compile_for_target(_decode_kernel, signature, constexprs, arch=arch, num_warps=config.num_warps,
-                              num_stages=config.num_stages, aligned=aligned)
+                              num_stages=config.num_stages, source_hash=source_hash(__name__), aligned=aligned)
 
 
 FAMILY = PagedAttentionFamily()

@@ -66,6 +66,12 @@ def test_bad_arguments_name_the_argument(name, changes, message):
         call(inputs(), **changes)
 
 
+def test_empty_batch():
+    x = inputs()
+    out = call(x, q=x["q"][:0], block_table=x["block_table"][:0], seq_lens=x["seq_lens"][:0])
+    assert out.shape == (0, 8, 32)
+
+
 def test_block_ids_beyond_a_sequence_are_not_checked():
     """Only the columns a sequence uses must hold valid ids (tables are padded with anything)."""
     x = inputs(lens=(5, 40, 17))

@@ -47,6 +47,7 @@ def test_default_config_compiles_without_spills(spec, arch):
         assert report.registers is not None and report.registers <= 255
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", [90, 80])
 def test_sampled_configs_compile_and_smem_estimate_agrees(arch):
     hw = Hardware.from_spec(ARCH_DEVICE[arch])
@@ -85,3 +86,14 @@ def test_shared_memory_rule_rejects_what_the_compiler_cannot_fit():
     report = compile_decode(spec, config, 80)
     assert report.ok and not report.fits
     assert report.shared_bytes > hw.smem_per_block
+
+
+def test_dot_shape_rule_is_what_the_compiler_enforces():
+    """block_n=8 with tensor cores does not compile (tl.dot needs K >= 16; the interpreter does
+    not enforce it): the space rejects it before any GPU sees it."""
+    spec = SPECS[0]
+    config = PagedAttentionConfig(block_n=8, num_splits=1, group_block=16, num_warps=4, num_stages=2)
+    reasons = space_for(spec, Hardware.from_spec("H100")).validate(config.to_dict())
+    assert any(r.startswith("dot_shapes") for r in reasons), reasons
+    report = compile_decode(spec, config, 90)
+    assert not report.ok and "K >= 16" in report.error
