@@ -385,18 +385,47 @@ def _time_to_fraction_in_order(ls: Any, fraction: float) -> float | None:
 
 
 def bench(ctx: Any) -> dict[str, Any]:
-    raise NotImplementedError("kernel benchmarks are wired in once bench/flash_bench.py lands")
+    """Each kernel's benchmark script against its baselines (their own JSON and markdown files)."""
+    import importlib
+
+    rows, notes, complete = [], [], True
+    for module_name, label in (("tritune.bench.flash_bench", "flash_attention"),
+                               ("tritune.bench.paged_bench", "paged_attention")):
+        if ctx.expired(reserve_s=60):
+            complete = False
+            notes.append(f"{label}: skipped, budget spent")
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            complete = False
+            notes.append(f"{label}: benchmark module missing ({exc})")
+            continue
+        json_path, md_path = ctx.out / f"bench_{label}.json", ctx.out / f"bench_{label}.md"
+        argv = ["--json", str(json_path), "--markdown", str(md_path)] + (["--dry"] if ctx.dry else [])
+        code = module.main(argv)
+        rows.append([label, "ok" if code == 0 else f"exit {code}", json_path.name, md_path.name])
+        complete = complete and code == 0
+    return {"complete": complete, "table": {"header": ["kernel", "status", "json", "markdown"], "rows": rows},
+            "notes": notes + ["throughput counting and baselines: see each benchmark's markdown file"],
+            "headline": ", ".join(f"{r[0]} {r[1]}" for r in rows)}
 
 
-def promote_builtin(out: Any) -> int:
-    """Best verified config of every GPU landscape under ``out`` -> the package's built-in table."""
+def promote_builtin(out: Any, table_path: Any = None) -> int:
+    """Best verified config of every GPU landscape under ``out`` -> the package's built-in table.
+
+    ``table_path`` defaults to the repository's ``tritune_root/data/builtin_tuned.json`` (run from
+    a source checkout, then commit the file). Interpreter landscapes are never promoted.
+    """
     from pathlib import Path
 
     from tritune.search_space import Landscape, spec_from_dict
 
     root = Path(out)
     files = sorted(root.rglob("*.json.gz"))
-    table_path = Path(__file__).resolve().parents[1] / "tritune_root" / "data" / "builtin_tuned.json"
+    if table_path is None:
+        table_path = Path(__file__).resolve().parents[1] / "tritune_root" / "data" / "builtin_tuned.json"
+    table_path = Path(table_path)
     table = json.loads(table_path.read_text()) if table_path.exists() else {"format": "tritune-best/1", "rows": []}
     rows = {(json.dumps(r["hardware"], sort_keys=True), r["kernel"], r["kernel_hash"], r["bucket"]): r
             for r in table.get("rows", [])}
