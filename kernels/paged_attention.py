@@ -16,9 +16,10 @@ Decode is bound by reading the cache, so the kernel is built around reading ever
 - each step gathers ``block_n`` tokens: one page-id load per step when a step fits in a page,
   one per token otherwise. Rows are read as contiguous ``D``-element vectors (16-byte loads).
 - flash-decoding: with ``num_splits > 1`` each sequence's tokens are cut into ``num_splits``
-  ranges handled by separate programs (so a batch of one still fills the GPU); each writes a
-  normalized partial output and its log-sum-exp, and a second kernel merges them. A split count
-  of 1 takes a single pass that writes the final output directly.
+  ranges handled by separate programs (so a batch of one still fills the GPU); each writes its
+  unnormalized partial output with its softmax max and sum, and a second kernel merges them
+  (the log-sum-exp merge, in exp2 form). A split count of 1 takes a single pass that writes
+  the final output directly.
 - address arithmetic on page ids is 64-bit: ``page * stride`` passes 2^31 elements in a large
   cache.
 
@@ -35,8 +36,8 @@ import torch
 import triton
 import triton.language as tl
 from tritune.kernels._compile import CompileReport, compile_for_target
-from tritune.kernels._family import TORCH_DTYPES, KernelFamily, Verification, compare
-from tritune.search_space import Hardware, PagedAttentionConfig, PagedAttentionSpec, interpreting
+from tritune.kernels._family import TORCH_DTYPES, KernelFamily, Verification, compare, source_hash
+from tritune.search_space import PagedAttentionConfig, PagedAttentionSpec, interpreting
 from tritune.search_space.paged_attention import padded_head_dim
 
 LOG2E = 1.4426950408889634
@@ -45,7 +46,7 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _decode_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr,
-    out_ptr, part_ptr, lse_ptr,
+    out_ptr, part_ptr, stats_ptr,
     scale_log2,
     stride_qs, stride_qh,
     stride_kb, stride_kt, stride_kh,
@@ -73,7 +74,9 @@ def _decode_kernel(
         start = 0
         end = seq_len
     else:
-        per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+        # ceil(ceil(len / splits) / BLOCK_N) steps each; plain arithmetic rather than tl.cdiv
+        # (a jit helper: each call costs milliseconds under the interpreter).
+        per_split = ((seq_len + NUM_SPLITS - 1) // NUM_SPLITS + BLOCK_N - 1) // BLOCK_N * BLOCK_N
         start = split * per_split
         end = tl.minimum(start + per_split, seq_len)
 
@@ -91,8 +94,8 @@ def _decode_kernel(
         q = q.to(tl.float32)
 
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_G], tl.float32)
-    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    l_i = tl.full([BLOCK_G], 0.0, tl.float32)
+    acc = tl.full([BLOCK_G, BLOCK_D], 0.0, tl.float32)
 
     table_row = table_ptr + seq64 * stride_ts
     k_head = k_ptr + kv_head.to(tl.int64) * stride_kh
@@ -148,19 +151,19 @@ def _decode_kernel(
         tl.store(out_ptr + seq64 * stride_os + heads[:, None] * stride_oh + offs_d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=io_mask)
     else:
-        # An empty split (a short sequence in a batch split for long ones) has l == 0: it
-        # writes lse = -inf, which gives it weight 0 in the merge.
-        empty = l_i == 0.0
-        out = acc / tl.where(empty, 1.0, l_i)[:, None]
-        lse = tl.where(empty, float("-inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
+        # Unnormalized partial output and its softmax statistics (running max m, in base 2, and
+        # sum l); the merge rescales by 2^(m - max m), which is the log-sum-exp merge without a
+        # log. An empty split (a short sequence in a batch split for long ones) leaves m = -inf,
+        # l = 0, acc = 0: weight 0.
         rows = (seq64 * num_heads_q + heads) * NUM_SPLITS + split
-        tl.store(part_ptr + rows[:, None] * HEAD_DIM + offs_d[None, :], out, mask=io_mask)
-        tl.store(lse_ptr + rows, lse, mask=g_mask)
+        tl.store(part_ptr + rows[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=io_mask)
+        tl.store(stats_ptr + 2 * rows, m_i, mask=g_mask)
+        tl.store(stats_ptr + 2 * rows + 1, l_i, mask=g_mask)
 
 
 @triton.jit
 def _merge_kernel(
-    part_ptr, lse_ptr, out_ptr,
+    part_ptr, stats_ptr, out_ptr,
     stride_os, stride_oh,
     num_heads_q,
     NUM_SPLITS: tl.constexpr,
@@ -168,19 +171,21 @@ def _merge_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """Log-sum-exp merge of the splits' normalized partial outputs (base-2 lse)."""
+    """Merge the splits of one (sequence, query head): out = sum_p w_p acc_p / sum_p w_p l_p,
+    w_p = 2^(m_p - max m)."""
     seq = tl.program_id(0)
     head = tl.program_id(1)
     row = seq.to(tl.int64) * num_heads_q + head
     offs_p = tl.arange(0, BLOCK_P)
     offs_d = tl.arange(0, BLOCK_D)
     p_mask = offs_p < NUM_SPLITS
-    lse = tl.load(lse_ptr + row * NUM_SPLITS + offs_p, mask=p_mask, other=float("-inf"))
-    weight = tl.math.exp2(lse - tl.max(lse, axis=0))  # split 0 is never empty: max is finite
-    weight = weight / tl.sum(weight, axis=0)
-    parts = tl.load(part_ptr + (row * NUM_SPLITS + offs_p)[:, None] * HEAD_DIM + offs_d[None, :],
+    split_rows = row * NUM_SPLITS + offs_p
+    m = tl.load(stats_ptr + 2 * split_rows, mask=p_mask, other=float("-inf"))
+    l_split = tl.load(stats_ptr + 2 * split_rows + 1, mask=p_mask, other=0.0)
+    weight = tl.math.exp2(m - tl.max(m, axis=0))  # split 0 is never empty: the max is finite
+    parts = tl.load(part_ptr + split_rows[:, None] * HEAD_DIM + offs_d[None, :],
                     mask=p_mask[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
-    out = tl.sum(parts * weight[:, None], axis=0)
+    out = tl.sum(parts * weight[:, None], axis=0) / tl.sum(weight * l_split, axis=0)
     tl.store(out_ptr + seq.to(tl.int64) * stride_os + head * stride_oh + offs_d,
              out.to(out_ptr.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
@@ -209,12 +214,12 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     dot_fp32 = use_dot and q.dtype == torch.bfloat16 and (interpreting() or q.device.type == "cpu")
     if splits > 1:
         part = torch.empty((num_seqs, heads_q, splits, head_dim), device=q.device, dtype=torch.float32)
-        lse = torch.empty((num_seqs, heads_q, splits), device=q.device, dtype=torch.float32)
+        stats = torch.empty((num_seqs, heads_q, splits, 2), device=q.device, dtype=torch.float32)
     else:
-        part = lse = out  # unused by the single-pass path
+        part = stats = out  # unused by the single-pass path
     _decode_kernel[(num_seqs, heads_kv, splits)](
         q, k_cache, v_cache, block_table, seq_lens,
-        out, part, lse,
+        out, part, stats,
         float(scale) * LOG2E,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -229,7 +234,7 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     )
     if splits > 1:
         _merge_kernel[(num_seqs, heads_q)](
-            part, lse, out, out.stride(0), out.stride(1), heads_q,
+            part, stats, out, out.stride(0), out.stride(1), heads_q,
             NUM_SPLITS=splits, BLOCK_P=triton.next_power_of_2(splits), HEAD_DIM=head_dim, BLOCK_D=block_d,
             num_warps=4 if block_d >= 128 else 2,
         )
@@ -288,16 +293,18 @@ def draw_lengths(num_seqs: int, context_len: int, gen: torch.Generator, *, mixed
 
 def make_paged_inputs(num_seqs: int, heads_q: int, heads_kv: int, head_dim: int, lens: torch.Tensor,
                       *, block_size: int, dtype: torch.dtype, device: torch.device | str, seed: int,
-                      spare: float = 0.25, extra_columns: int = 1) -> dict[str, Any]:
+                      spare: float = 0.125, extra_columns: int = 1) -> dict[str, Any]:
     """Random q and a random paged cache holding sequences of ``lens`` tokens.
 
     Pages come from a permutation of a pool over-provisioned by ``spare``, so block tables are
     non-contiguous and unsorted. Pool pages no sequence owns, and the slots past each sequence's
     end in its last page, hold NaN: a kernel that reads past a sequence poisons its output.
-    Unused block-table columns point at other sequences' pages, never at nothing.
+    Unused block-table columns point at other sequences' pages, never at nothing. Token data is
+    drawn on ``device`` in ``dtype`` directly (a tuning-size cache is tens of GB); the block
+    table is built on the CPU.
     """
     gen = torch.Generator().manual_seed(seed)
-    lens = lens.to(torch.int32)
+    lens = lens.to(torch.int32).cpu()
     pages_per_seq = [-(-int(n) // block_size) for n in lens]
     used = sum(pages_per_seq)
     pool = used + max(2, int(used * spare))
@@ -314,16 +321,17 @@ def make_paged_inputs(num_seqs: int, heads_q: int, heads_kv: int, head_dim: int,
         tail = n_pages * block_size - int(lens[s])
         if tail:
             nan_mask[own[-1], block_size - tail:] = True
+    device = torch.device(device)
+    dev_gen = torch.Generator(device=device).manual_seed(seed)
     shape = (pool, block_size, heads_kv, head_dim)
-    k_cache = torch.randn(shape, generator=gen).to(dtype)
-    v_cache = torch.randn(shape, generator=gen).to(dtype)
+    k_cache = torch.empty(shape, dtype=dtype, device=device).normal_(generator=dev_gen)
+    v_cache = torch.empty(shape, dtype=dtype, device=device).normal_(generator=dev_gen)
+    nan_mask = nan_mask.to(device)
     k_cache[nan_mask] = float("nan")
     v_cache[nan_mask] = float("nan")
-    q = torch.randn((num_seqs, heads_q, head_dim), generator=gen).to(dtype)
-    return {
-        "q": q.to(device), "k_cache": k_cache.to(device), "v_cache": v_cache.to(device),
-        "block_table": table.to(device), "seq_lens": lens.to(device), "scale": 1.0 / math.sqrt(head_dim),
-    }
+    q = torch.empty((num_seqs, heads_q, head_dim), dtype=dtype, device=device).normal_(generator=dev_gen)
+    return {"q": q, "k_cache": k_cache, "v_cache": v_cache, "block_table": table.to(device),
+            "seq_lens": lens.to(device), "scale": 1.0 / math.sqrt(head_dim)}
 
 
 # --- the family -------------------------------------------------------------------------------
@@ -368,19 +376,15 @@ class PagedAttentionFamily(KernelFamily):
     def work(self, spec: PagedAttentionSpec) -> dict[str, float]:
         return {"bytes": spec.bytes_moved}
 
-    def default_config(self, spec: PagedAttentionSpec, hardware: Hardware) -> PagedAttentionConfig:
-        from tritune.search_space.paged_attention import default_config
-
-        return default_config(spec, hardware)
-
 
 def compile_decode(spec: PagedAttentionSpec, config: PagedAttentionConfig, arch: int = 90) -> CompileReport:
     """AOT-compile the decode kernel of ``config`` for ``sm_{arch}``, specialized as a real launch
-    would be (16-divisible pointers and strides)."""
+    would be (16-divisible pointers and strides). The merge kernel of split configs is small and
+    fixed (no tunable tiles), so the report is the decode kernel's."""
     elt = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}[spec.dtype]
     group = spec.heads_q // spec.heads_kv
     pointers = {"q_ptr": f"*{elt}", "k_ptr": f"*{elt}", "v_ptr": f"*{elt}", "table_ptr": "*i32",
-                "lens_ptr": "*i32", "out_ptr": f"*{elt}", "part_ptr": "*fp32", "lse_ptr": "*fp32"}
+                "lens_ptr": "*i32", "out_ptr": f"*{elt}", "part_ptr": "*fp32", "stats_ptr": "*fp32"}
     ints = ["stride_qs", "stride_qh", "stride_kb", "stride_kt", "stride_kh", "stride_vb", "stride_vt",
             "stride_vh", "stride_ts", "stride_os", "stride_oh", "num_heads_q"]
     constexprs = {
@@ -392,7 +396,7 @@ def compile_decode(spec: PagedAttentionSpec, config: PagedAttentionConfig, arch:
     # Strides are multiples of 16 elements whenever head_dim is (what the JIT would specialize).
     aligned = list(pointers) + ([s for s in ints if s != "num_heads_q"] if spec.head_dim % 16 == 0 else [])
     return compile_for_target(_decode_kernel, signature, constexprs, arch=arch, num_warps=config.num_warps,
-                              num_stages=config.num_stages, aligned=aligned)
+                              num_stages=config.num_stages, source_hash=source_hash(__name__), aligned=aligned)
 
 
 FAMILY = PagedAttentionFamily()

@@ -13,8 +13,9 @@ Parameters:
 - ``num_warps``, ``num_stages``: launch options (``num_stages > 1`` software-pipelines the loads).
 
 Constraints mirror what fails or wastes on the GPU: shared memory (the estimate is checked
-against the compiler's figure in tests/kernels/test_paged_compile.py), tl.dot shapes, registers
-of the FMA path, steps and splits larger than the context.
+against the compiler's figure in tests/kernels/test_paged_compile.py), tl.dot shapes, register
+pressure, steps and splits longer than the context. Step size and page size combine freely
+(the kernel gathers page ids per token when a step spans pages), so no rule ties them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ GROUP_BLOCK = (1, 2, 4, 8, 16, 32, 64, 128)
 NUM_WARPS = (1, 2, 4, 8)
 NUM_STAGES = (1, 2, 3)
 # Register budgets, in tile values per thread, fitted on the compile tier (sm_90, 788 configs):
-# no config under them spilled. Tensor cores: K and V steps, query tile, accumulator and
+# configs under them used at most 16 B of stack, those over them spilled up to 2 KB. Tensor cores: K and V steps, query tile, accumulator and
 # probabilities; FMA: the [group, block_n, D] product.
 DOT_VALUES_PER_THREAD = 384
 FMA_VALUES_PER_THREAD = 64

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 import torch
-from tritune.search_space import PagedAttentionSpec
+from tritune.search_space import PagedAttentionConfig, PagedAttentionSpec, interpreting
 
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 _VALIDATE: bool | None = None  # None: by device (on for CPU tensors), or TRITUNE_VALIDATE
@@ -91,6 +91,9 @@ def check_arguments(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     for name, t in (("k_cache", k_cache), ("v_cache", v_cache), ("block_table", block_table), ("seq_lens", seq_lens)):
         if t.device != q.device:
             raise ValueError(f"{name} is on {t.device}, q on {q.device}; all arguments must share a device")
+    if q.device.type not in ("cuda", "meta") and not interpreting():
+        raise ValueError(f"q is on {q.device}; tritune.paged_attention runs on CUDA GPUs "
+                         "(or on CPU with TRITON_INTERPRET=1 set before tritune is imported)")
 
 
 def check_values(k_cache: torch.Tensor, block_table: torch.Tensor, seq_lens: torch.Tensor) -> None:
@@ -138,10 +141,19 @@ def _paged_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
                         seq_lens: torch.Tensor, scale: float) -> torch.Tensor:
     # Imported here: defining the kernels pins TRITON_INTERPRET, which callers set before first use.
     from tritune.kernels.paged_attention import paged_decode
-    from tritune.runtime import select
 
-    config = select(spec_of(q, k_cache, block_table), q.device).config
-    return paged_decode(q, k_cache, v_cache, block_table, seq_lens, config, scale=scale)
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    return paged_decode(q, k_cache, v_cache, block_table, seq_lens, tuned_config(q, k_cache, block_table), scale=scale)
+
+
+def tuned_config(q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor) -> PagedAttentionConfig:
+    """The runtime's config for this call; a warm call is one dict lookup on the raw sizes."""
+    from tritune import runtime
+
+    key = ("paged_attention", q.shape[0], q.shape[1], q.shape[2], k_cache.shape[1], k_cache.shape[2],
+           block_table.shape[1], q.dtype)
+    return runtime.dispatcher(q.device).lookup_by(key, lambda: spec_of(q, k_cache, block_table)).config
 
 
 @_paged_attention_op.register_fake
@@ -150,4 +162,4 @@ def _paged_attention_fake(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
     return torch.empty_like(q)
 
 
-__all__ = ["check_arguments", "check_values", "paged_attention", "set_validation", "spec_of"]
+__all__ = ["check_arguments", "check_values", "paged_attention", "set_validation", "spec_of", "tuned_config"]
