@@ -103,8 +103,8 @@ def run_strategy(landscape: Landscape, strategy: str, budget: int, *, seed: int 
             if result.ok and (best is None or result.time_ms < best):  # type: ignore[operator]
                 best = result.time_ms
             curve.append(best)
-    return Run(landscape.name, cls.name if strategy != "default" else "default", repeat, tuple(curve), asks,
-               landscape.optimum_ms)
+    label = f"default ({cls.name})" if strategy == "default" else cls.name
+    return Run(landscape.name, label, repeat, tuple(curve), asks, landscape.optimum_ms)
 
 
 @dataclass
