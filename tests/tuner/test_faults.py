@@ -7,10 +7,10 @@ import json
 import os
 
 import pytest
-from conftest import faulty_problem
 from tritune.db import TuningDB
 from tritune.search_space import Hardware
 from tritune.tuner import Budget, GpuBackend, InterpreterBackend, tune
+from tuner_helpers import faulty_problem
 
 EXPECTED = {
     "good": ("ok", None),

@@ -9,7 +9,7 @@ import uuid
 
 import optuna
 import pytest
-from conftest import CONV, start_job
+from tuner_helpers import CONV, start_job
 
 URL = os.environ.get("TRITUNE_TEST_POSTGRES_URL")
 pytestmark = [pytest.mark.postgres, pytest.mark.slow,

@@ -8,7 +8,7 @@ import sqlite3
 import time
 
 import pytest
-from conftest import CONV, run_job, start_job
+from tuner_helpers import CONV, run_job, start_job
 
 
 def _rows(db):
