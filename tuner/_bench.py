@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritune.search_space import Landscape, config_key
-
-from ._backend import MeasureResult
-from ._replay import ReplayBackend, landscape_problem
-from ._strategies import get_strategy
-from ._strategy import StrategyContext
+from tritune.tuner._backend import MeasureResult
+from tritune.tuner._replay import ReplayBackend, landscape_problem
+from tritune.tuner._strategies import get_strategy
+from tritune.tuner._strategy import StrategyContext
 
 BUDGETS = (10, 20, 50, 100)
 

@@ -6,8 +6,7 @@ import warnings
 from typing import Any
 
 import optuna
-
-from ._optuna_strategy import OptunaStrategy
+from tritune.tuner._optuna_strategy import OptunaStrategy
 
 
 class CmaEsStrategy(OptunaStrategy):

@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from ._backend import MeasureResult, Problem
-from ._pooled import PRELOAD, PipelinedBackend, arch_of
-from ._tasks import GpuSettings, gpu_measure
-from ._workers import WorkerPool
+from tritune.tuner._backend import MeasureResult, Problem
+from tritune.tuner._pooled import PRELOAD, PipelinedBackend, arch_of
+from tritune.tuner._tasks import GpuSettings, gpu_measure
+from tritune.tuner._workers import WorkerPool
 
 
 class GpuBackend(PipelinedBackend):

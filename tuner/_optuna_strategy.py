@@ -15,10 +15,9 @@ from typing import Any, ClassVar
 
 import optuna
 from tritune.search_space import SearchSpace, Value, config_key
-
-from ._backend import MeasureResult
-from ._strategy import Strategy, StrategyContext
-from ._study import Pending, SpaceCodec, StudyDriver
+from tritune.tuner._backend import MeasureResult
+from tritune.tuner._strategy import Strategy, StrategyContext
+from tritune.tuner._study import Pending, SpaceCodec, StudyDriver
 
 
 class OptunaStrategy(Strategy):

@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from tritune.search_space import Hardware, Value, config_key
-
-from ._backend import MeasureBackend, MeasureResult, Problem, Status
-from ._tasks import aot_compile, classify
-from ._workers import Outcome, WorkerPool, wait_any
+from tritune.tuner._backend import MeasureBackend, MeasureResult, Problem, Status
+from tritune.tuner._tasks import aot_compile, classify
+from tritune.tuner._workers import Outcome, WorkerPool, wait_any
 
 # Imported by every worker before it takes tasks (seconds on a busy machine), so that import time
 # never counts against a config's timeout.

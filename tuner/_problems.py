@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tritune.search_space import Hardware, Landscape, ProblemSpec
-
-from ._backend import Problem
-from ._replay import landscape_problem
+from tritune.tuner._backend import Problem
+from tritune.tuner._replay import landscape_problem
 
 
 @dataclass(frozen=True)

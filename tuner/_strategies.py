@@ -19,8 +19,7 @@ from __future__ import annotations
 import importlib
 
 from tritune.search_space import SearchSpace
-
-from ._strategy import Strategy, StrategyContext
+from tritune.tuner._strategy import Strategy, StrategyContext
 
 # name -> "module:attr" (imported on first use) or the Strategy class itself.
 STRATEGIES: dict[str, str | type[Strategy]] = {

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value
-
-from ._backend import MeasureResult
+from tritune.tuner._backend import MeasureResult
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 from tritune.search_space import SearchSpace, Value, config_key
-
-from ._backend import MeasureResult, Status
+from tritune.tuner._backend import MeasureResult, Status
 
 CONSTRAINT = "valid"
 # ln(ms) given to failed configs before any config has been timed; later failures get the worst

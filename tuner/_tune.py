@@ -18,15 +18,20 @@ from typing import Any
 
 from tritune.db import Trial, TuningDB
 from tritune.search_space import Value, config_key
-
-from ._adapter import StrategySampler
-from ._backend import MeasureBackend, MeasureResult, Problem, Status
-from ._optuna_strategy import OptunaStrategy
-from ._progress import ProblemProgress
-from ._storage import make_storage, open_study, recover_stale_trials, study_name, worker_id
-from ._strategies import DEFAULT_STRATEGY, get_strategy
-from ._strategy import StrategyContext
-from ._study import (
+from tritune.tuner._adapter import StrategySampler
+from tritune.tuner._backend import MeasureBackend, MeasureResult, Problem, Status
+from tritune.tuner._optuna_strategy import OptunaStrategy
+from tritune.tuner._progress import ProblemProgress
+from tritune.tuner._storage import (
+    make_storage,
+    open_study,
+    recover_stale_trials,
+    study_name,
+    worker_id,
+)
+from tritune.tuner._strategies import DEFAULT_STRATEGY, get_strategy
+from tritune.tuner._strategy import StrategyContext
+from tritune.tuner._study import (
     Pending,
     SpaceCodec,
     StudyDriver,

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._backend import MeasureBackend, Problem
-from ._tune import Budget, tune
+from tritune.tuner._backend import MeasureBackend, Problem
+from tritune.tuner._tune import Budget, tune
 
 DEFAULT_SHAPE = "B=1,Hq=32,Hkv=8,seq=4096,D=128,dtype=bf16,causal=1"
 TARGET = 0.98
@@ -142,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tritune.kernels import get_family
     from tritune.search_space import detect
-
-    from ._gpu import GpuBackend
-    from ._problems import kernel_problem, parse_shape
+    from tritune.tuner._gpu import GpuBackend
+    from tritune.tuner._problems import kernel_problem, parse_shape
 
     os.environ.pop("TRITON_INTERPRET", None)
     hardware = detect()
