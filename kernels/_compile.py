@@ -11,18 +11,16 @@ target), since one compile takes about a second.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import hashlib
-import importlib
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,9 +91,8 @@ def compile_for_target(
     if cached is not None:
         _MEMO[key] = cached
         return cached
-    compile_fn = _compile_interpreted if _is_interpreted(fn) else _compile
-    report = compile_fn(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages,
-                        aligned=aligned)
+    report = _compile(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages,
+                      aligned=aligned)
     _MEMO[key] = report
     if use_cache:
         _disk_put(key, report)
@@ -107,6 +104,9 @@ def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any
     import triton
     from triton.backends.compiler import GPUTarget
 
+    if _interpreted(fn):
+        return _compile_in_worker(fn, signature, constexprs, arch=arch, num_warps=num_warps,
+                                  num_stages=num_stages, aligned=aligned)
     start = time.perf_counter()
     base = {"arch": arch, "num_warps": num_warps, "num_stages": num_stages}
     try:
@@ -137,66 +137,46 @@ def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any
     )
 
 
-@contextlib.contextmanager
-def _interpreter_off() -> Iterator[None]:
-    previous = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "0"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = previous
+# --- compiling from a process that runs kernels in the interpreter ----------------------------
+# Under TRITON_INTERPRET=1, @triton.jit returns InterpretedFunctions (the kernel and every
+# triton.language helper it calls), which cannot be compiled. Such compiles go to one spawned
+# worker process with the interpreter off, which imports the kernel's module afresh; it is
+# started on first need (a few seconds: torch and triton imports) and reused.
+_WORKER: ProcessPoolExecutor | None = None
 
 
-_WORKER: Any = None
-_WORKER_LOCK = threading.Lock()
+def _interpreted(fn: Any) -> bool:
+    from triton.runtime.jit import JITFunction
+
+    return not isinstance(fn, JITFunction) and hasattr(fn, "fn")
 
 
-def _compile_interpreted(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], *, arch: int,
-                         num_warps: int, num_stages: int, aligned: Sequence[str]) -> CompileReport:
-    """Compile a kernel defined under ``TRITON_INTERPRET=1`` (tests, the interpreter backend).
-
-    In such a process ``triton.language`` itself was built for the interpreter, so nothing can
-    be compiled there. One spawned worker process, started with the interpreter off, imports
-    the kernel's module afresh and compiles; it stays up for the next compile.
-    """
+def _compile_in_worker(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], **options: Any) -> CompileReport:
     global _WORKER
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    module_name, name = fn.fn.__module__, fn.fn.__name__
-    with _WORKER_LOCK:
-        if _WORKER is None:
-            with _interpreter_off():  # the worker inherits the environment it is started with
-                _WORKER = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-                _WORKER.submit(os.getpid).result()
-            atexit.register(_WORKER.shutdown, cancel_futures=True)
-        worker = _WORKER
+    target = (fn.fn.__module__, fn.fn.__name__)
+    base = {k: options[k] for k in ("arch", "num_warps", "num_stages")}
+    if _WORKER is None:
+        _WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_worker_init)
     try:
-        return worker.submit(_compile_by_name, module_name, name, dict(signature), dict(constexprs), arch,
-                             num_warps, num_stages, tuple(aligned)).result()
-    except Exception as exc:  # a dead worker is a failed compile, and the next call starts anew
-        with _WORKER_LOCK:
-            _WORKER = None
-        return CompileReport(ok=False, fits=False, arch=arch, num_warps=num_warps, num_stages=num_stages,
-                             error=_first_line(exc))
+        future = _WORKER.submit(_compile_named, target, dict(signature), dict(constexprs), options)
+        return future.result(timeout=900)
+    except Exception as exc:  # a dead or hung worker: report it, start a fresh one next time
+        _WORKER.shutdown(wait=False, cancel_futures=True)
+        _WORKER = None
+        return CompileReport(ok=False, fits=False, error=f"compile worker failed: {_first_line(exc)}", **base)
 
 
-def _compile_by_name(module_name: str, name: str, signature: dict, constexprs: dict, arch: int,
-                     num_warps: int, num_stages: int, aligned: tuple) -> CompileReport:
-    fn = getattr(importlib.import_module(module_name), name)
-    return _compile(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages,
-                    aligned=aligned)
+def _worker_init() -> None:
+    os.environ["TRITON_INTERPRET"] = "0"
 
 
-def _is_interpreted(fn: Any) -> bool:
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(fn, InterpretedFunction)
+def _compile_named(target: tuple[str, str], signature: dict[str, str], constexprs: dict[str, Any],
+                   options: dict[str, Any]) -> CompileReport:
+    import importlib
+
+    fn = getattr(importlib.import_module(target[0]), target[1])
+    return _compile(fn, signature, constexprs, **options)
 
 
 def cuobjdump_path() -> Path:
