@@ -123,4 +123,4 @@ def test_smem_estimate_agrees_with_compiler(arch: int) -> None:
 @pytest.mark.parametrize("arch", [90, 80])
 @pytest.mark.parametrize("name", ["d64", "d256", "d80"])
 def test_smem_estimate_agrees_with_compiler_more_shapes(name: str, arch: int) -> None:
-    _check_agreement(name, arch, n=2, seed=arch + len(name))
+    _check_agreement(name, arch, n=1, seed=arch + len(name))
