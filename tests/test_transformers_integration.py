@@ -138,3 +138,9 @@ def test_mask_function_forms():
     sliding = integration.tritune_mask(2, 5, 5, attention_mask=pad, local_size=2,
                                        mask_function=sliding_window_causal_mask_function(2))
     assert sliding.dtype == torch.bool and sliding.dim() == 4
+
+
+def test_unpadded_chunk_after_a_prefix_gets_a_window_on_the_mask_device():
+    # a 3-token chunk after a 4-token prefix, no padding mask: bottom-right diagonal, shift 4
+    window = integration.tritune_mask(2, 3, 7, q_offset=4, attention_mask=None, device="cpu")
+    assert window.tolist() == [[0, 7, 4], [0, 7, 4]] and window.device.type == "cpu"
