@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
 from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value
 
 
@@ -29,6 +28,6 @@ class CostModel(ABC):
     def predict(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
                 configs: Sequence[Mapping[str, Value]]) -> np.ndarray: ...
 
-    def update(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
+    def update(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,  # noqa: B027
                configs: Sequence[Mapping[str, Value]], times_ms: Sequence[float | None]) -> None:
-        """Learn from target measurements; the default ignores them."""
+        """Learn from target measurements (None = the config failed); the default ignores them."""
