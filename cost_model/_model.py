@@ -16,15 +16,17 @@ one arbitrarily: its leave-one-GPU-out ranking was worse than naive transfer. So
 3. for a target device, members are weighted by the agreement predicted from its hardware
    features (softmax with ``temperature``), and their per-problem log-quantiles are averaged;
 4. ``update`` adds the target's own measurements: each member's weight is multiplied by
-   ``exp(-n * error)`` (``error`` = share of observed pairs it misorders), and a small
-   extra-trees model fitted on the target's measurements (the prior as one of its inputs) joins
-   as one more member, weighted the same way by its cross-validated error.
+   ``exp(-n * error)`` (``error`` = share of observed pairs it misorders), and a small Gaussian
+   process fitted on the target's measurements (the prior as one of its inputs, ``_target``)
+   joins as one more member, weighted the same way by its leave-one-out error.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,7 @@ from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value, con
 from ._base import CostModel
 from ._features import Featurizer, hardware_vector
 from ._metrics import pairwise_accuracy
+from ._target import TargetGP
 
 log = logging.getLogger("tritune.cost_model")
 
@@ -85,8 +88,9 @@ class TargetState:
     configs: list[dict[str, Value]] = field(default_factory=list)
     times: list[float | None] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
-    fitted: Any = None  # (estimator, cv error) once enough measurements arrived
+    fitted: TargetGP | None = None  # the target member, once enough measurements arrived
     fitted_at: int = -1
+    featurizer: Featurizer | None = None  # only for kernels the model has no training data on
 
 
 class GBTCostModel(CostModel):
@@ -111,7 +115,9 @@ class GBTCostModel(CostModel):
         self.threads = threads
         self.kernels: dict[str, KernelModel] = {}
         self._targets: dict[str, TargetState] = {}
-        self._pool_cache: dict[str, tuple[Sequence[Mapping[str, Value]], int, np.ndarray]] = {}
+        # Per target: the candidate pool last ranked, its member predictions and its features on
+        # the target device (the strategy ranks the same pool after every measurement).
+        self._pool_cache: dict[str, tuple[Sequence[Mapping[str, Value]], int, np.ndarray | None, np.ndarray | None]] = {}
 
     # --- training --------------------------------------------------------------------------
     def fit(self, records: Sequence[TuningRecord]) -> GBTCostModel:
@@ -159,8 +165,12 @@ class GBTCostModel(CostModel):
                 ws.append(np.full(len(y), 1.0 / len(y)))
                 per_group.append((recs[0].problem, [r.config for r in recs],
                                   np.array([np.inf if r.time_ms is None else r.time_ms for r in recs])))
+            x = np.vstack(xs)
+            # A column with no value at all (hardware figures of the CPU interpreter) breaks the
+            # tree code's binning; as a constant it is simply never split on.
+            x[:, np.isnan(x).all(axis=0)] = 0.0
             est = self._estimator()
-            est.fit(np.vstack(xs), np.concatenate(ys), sample_weight=np.concatenate(ws) * len(groups))
+            est.fit(x, np.concatenate(ys), sample_weight=np.concatenate(ws) * len(groups))
             hw = next(iter(groups.values()))[0].hardware
             members.append(Member(hw, hardware_vector(hw), est, sum(len(y) for y in ys), len(groups)))
             data.append(per_group)
@@ -188,14 +198,21 @@ class GBTCostModel(CostModel):
         scores, _ = self.explain(hardware, kernel, problem, space, configs)
         return scores
 
+    def acquire(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
+                configs: Sequence[Mapping[str, Value]]) -> np.ndarray:
+        """Which config to measure next (lower = sooner): ``predict`` with the target member ranking
+        by expected improvement instead of its mean, so configs it is unsure about get their turn."""
+        scores, _ = self.explain(hardware, kernel, problem, space, configs, acquisition=True)
+        return scores
+
     def explain(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
-                configs: Sequence[Mapping[str, Value]]) -> tuple[np.ndarray, dict[str, float]]:
+                configs: Sequence[Mapping[str, Value]], *, acquisition: bool = False) -> tuple[np.ndarray, dict[str, float]]:
         """Scores (lower = predicted faster) and the weight each member got."""
         with _threads(self.threads):
-            return self._explain(hardware, kernel, problem, configs)
+            return self._explain(hardware, kernel, problem, configs, acquisition)
 
     def _explain(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any],
-                 configs: Sequence[Mapping[str, Value]]) -> tuple[np.ndarray, dict[str, float]]:
+                 configs: Sequence[Mapping[str, Value]], acquisition: bool) -> tuple[np.ndarray, dict[str, float]]:
         if not configs:
             return np.zeros(0), {}
         state = self._targets.get(_target_key(hardware, kernel, problem))
@@ -214,7 +231,7 @@ class GBTCostModel(CostModel):
             preds = list(raw)
             log_w = np.log(_softmax(km.similarity(hardware), self.temperature) + 1e-300)
         if state is not None and state.times:
-            log_w, target = self._with_evidence(km, state, hardware, kernel, problem, configs, raw, log_w)
+            log_w, target = self._with_evidence(km, state, hardware, kernel, problem, configs, raw, log_w, acquisition)
             if target is not None:
                 names.append("target")
                 preds.append(target[0])
@@ -239,13 +256,26 @@ class GBTCostModel(CostModel):
         """
         tkey = _target_key(hardware, kernel, problem)
         cached = self._pool_cache.get(tkey)
-        if cached is not None and cached[0] is configs and cached[1] == len(configs):
+        if cached is not None and cached[0] is configs and cached[1] == len(configs) and cached[2] is not None:
             return cached[2]
         xs = km.featurizer.transform_many([m.hardware for m in km.members], problem, configs)
         raw = np.vstack([m.estimator.predict(x) for m, x in zip(km.members, xs, strict=True)])
         if len(configs) > 64:  # a candidate pool the caller ranks again after each measurement
-            self._pool_cache[tkey] = (configs, len(configs), raw)
+            self._pool_cache[tkey] = (configs, len(configs), raw, None)
         return raw
+
+    def _target_features(self, featurizer: Featurizer, hardware: Hardware, kernel: str, problem: Mapping[str, Any],
+                         configs: Sequence[Mapping[str, Value]]) -> np.ndarray:
+        """Features of ``configs`` on the target device (cached for a repeated pool)."""
+        tkey = _target_key(hardware, kernel, problem)
+        cached = self._pool_cache.get(tkey)
+        if cached is not None and cached[0] is configs and cached[1] == len(configs) and cached[3] is not None:
+            return cached[3]
+        x = featurizer.transform(hardware, problem, configs)
+        if len(configs) > 64:
+            raw = cached[2] if cached is not None and cached[0] is configs and cached[1] == len(configs) else None
+            self._pool_cache[tkey] = (configs, len(configs), raw, x)
+        return x
 
     # --- online ----------------------------------------------------------------------------
     def update(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
@@ -262,18 +292,29 @@ class GBTCostModel(CostModel):
             state.configs.append(dict(c))
             state.times.append(None if t is None else float(t))
 
+    def fresh(self) -> GBTCostModel:
+        """A copy sharing the trained members, without any target measurements.
+
+        Each tuning run (and each bench-search repeat) ranks with its own copy, so the
+        measurements of one run never leak into another's ranking.
+        """
+        twin = copy.copy(self)
+        twin._targets = {}
+        twin._pool_cache = {}
+        return twin
+
     def forget(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any]) -> None:
         """Drop the target measurements of one problem."""
         self._targets.pop(_target_key(hardware, kernel, problem), None)
 
     def _with_evidence(self, km: KernelModel | None, state: TargetState, hardware: Hardware, kernel: str,
                        problem: Mapping[str, Any], configs: Sequence[Mapping[str, Value]], raw: np.ndarray | None,
-                       log_w: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, float] | None]:
+                       log_w: np.ndarray, acquisition: bool = False) -> tuple[np.ndarray, tuple[np.ndarray, float] | None]:
         """Member log-weights after the target's measurements, and the target member if fitted.
 
         Each model loses ``evidence * n * (error - best error)`` nats of log-weight, where
         ``error`` is the share of the n observed configs' pairs it misorders (the target
-        member's error is cross-validated). The target member starts at the best prior weight.
+        member's error is leave-one-out). The target member starts at the best prior weight.
         """
         times = _times(state.times)
         n = len(times)
@@ -283,20 +324,22 @@ class GBTCostModel(CostModel):
         if int(np.isfinite(times).sum()) >= MIN_TARGET_OK:
             weights = np.exp(log_w - log_w.max()) if len(log_w) else log_w
             mix = (weights / weights.sum()) if len(weights) else None
-            featurizer = km.featurizer if km is not None else self._target_featurizer(kernel, hardware, problem, state)
+            featurizer = km.featurizer if km is not None else self._target_featurizer(kernel, hardware, problem, state,
+                                                                                       configs)
 
             def inputs(cs: Sequence[Mapping[str, Value]], member_raw: np.ndarray | None) -> np.ndarray:
-                x = featurizer.transform(hardware, problem, cs)
+                x = self._target_features(featurizer, hardware, kernel, problem, cs)
                 return x if member_raw is None or mix is None else np.column_stack([x, mix @ member_raw])
 
+            x_pool = inputs(configs, raw)
             if state.fitted is None or state.fitted_at != n:
-                x_obs = inputs(state.configs, obs_raw)
-                y = _target_log_times(times)
-                error = _cv_error(x_obs, y, times, self.random_state)
-                state.fitted, state.fitted_at = (_small_trees(self.random_state).fit(x_obs, y), error), n
-            est, t_error = state.fitted
+                gp = TargetGP.fit(inputs(state.configs, obs_raw), _target_log_times(times), times, x_pool)
+                state.fitted, state.fitted_at = gp, n
+            gp = state.fitted
+            est, t_error = gp, gp.loo_error
             t_prior = float(log_w.max()) if len(log_w) else 0.0
-            target = (est.predict(inputs(configs, raw)), t_prior, t_error)
+            ranking = -est.expected_improvement(x_pool) if acquisition else est.predict(x_pool)
+            target = (ranking, t_prior, t_error)
         best = min([*errors.tolist(), *([target[2]] if target else [])], default=0.0)
         if n >= 2 and len(errors):
             log_w = log_w - self.evidence * n * (errors - best)
@@ -304,11 +347,14 @@ class GBTCostModel(CostModel):
             return log_w, None
         return log_w, (target[0], target[1] - self.evidence * n * (target[2] - best))
 
-    def _target_featurizer(self, kernel: str, hardware: Hardware, problem: Mapping[str, Any],
-                           state: TargetState) -> Featurizer:
-        records = [TuningRecord(hardware, kernel, dict(problem), c, t, "ok" if t is not None else "failed", "target")
-                   for c, t in zip(state.configs, state.times, strict=True)]
-        return Featurizer.from_records(kernel, records, compile=self.compile_features)
+    def _target_featurizer(self, kernel: str, hardware: Hardware, problem: Mapping[str, Any], state: TargetState,
+                           configs: Sequence[Mapping[str, Value]]) -> Featurizer:
+        """Without training data: a layout from the pool and the measured configs (made once)."""
+        if state.featurizer is None:
+            records = [TuningRecord(hardware, kernel, dict(problem), c, None, "failed", "target")
+                       for c in [*configs, *state.configs]]
+            state.featurizer = Featurizer.from_records(kernel, records, compile=self.compile_features)
+        return state.featurizer
 
     def _kernel(self, kernel: str) -> KernelModel:
         if kernel not in self.kernels:
@@ -373,28 +419,6 @@ def _pair_error(times: np.ndarray, scores: np.ndarray) -> float:
     return 0.5 if acc != acc else 1.0 - acc
 
 
-def _small_trees(seed: int) -> Any:
-    from sklearn.ensemble import ExtraTreesRegressor
-
-    return ExtraTreesRegressor(n_estimators=64, min_samples_leaf=1, max_features=0.7, random_state=seed, n_jobs=1)
-
-
-def _cv_error(x: np.ndarray, y: np.ndarray, times: np.ndarray, seed: int) -> float:
-    """Pairwise error of the target member's out-of-fold predictions (up to 5 folds)."""
-    n = len(y)
-    folds = min(5, n)
-    order = np.random.default_rng(seed).permutation(n)
-    pred = np.empty(n)
-    for f in range(folds):
-        test = order[f::folds]
-        train = np.setdiff1d(order, test)
-        if len(train) < 2:
-            return 0.5
-        est = _small_trees(seed).fit(x[train], y[train])
-        pred[test] = est.predict(x[test])
-    return _pair_error(times, pred)
-
-
 def _softmax(s: np.ndarray, temperature: float) -> np.ndarray:
     if len(s) == 0:
         return s
@@ -438,7 +462,9 @@ def _fit_metric(members: list[Member], agreement: np.ndarray) -> tuple[np.ndarra
     (every member counts the same).
     """
     vectors = np.vstack([m.vector for m in members])
-    center = np.nanmean(np.where(np.isfinite(vectors), vectors, np.nan), axis=0) if len(members) else np.zeros(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature no device has: centered at 0
+        center = np.nanmean(np.where(np.isfinite(vectors), vectors, np.nan), axis=0)
     center = np.where(np.isfinite(center), center, 0.0)
     vectors = np.where(np.isfinite(vectors), vectors, center)
     for m, v in zip(members, vectors, strict=True):

@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
 from tritune.search_space import SearchSpace, TuningRecord, Value, config_key
 
 from ._backend import MeasureResult, Status
@@ -68,10 +67,13 @@ class ModelGuidedStrategy(Strategy):
         opts = context.options
         self.explore = float(opts.get("cost_model_explore", 0.1))
         self.explore_top = float(opts.get("cost_model_explore_top", 0.05))
+        self.acquisition = bool(opts.get("cost_model_acquisition", True))
         if not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"cost_model_explore={self.explore} must be within [0, 1]")
         self._rng = random.Random(seed)
-        self.model = self._model(opts.get("cost_model"))
+        model = self._model(opts.get("cost_model"))
+        # A run of its own: target measurements of earlier runs (a shared or cached model) stay out.
+        self.model = model.fresh() if hasattr(model, "fresh") else model
         self.pool = self._pool(int(opts.get("cost_model_pool", 20000)))
         self._index = {config_key(c): i for i, c in enumerate(self.pool)}
         self._open = np.ones(len(self.pool), dtype=bool)
@@ -155,8 +157,10 @@ class ModelGuidedStrategy(Strategy):
     def _ranking(self) -> np.ndarray:
         if self._scores is None:
             try:
-                self._scores = np.asarray(self.model.predict(self.context.hardware, self.context.kernel,
-                                                             self.context.problem, self.space, self.pool))
+                rank = getattr(self.model, "acquire", None) if self.acquisition else None
+                rank = rank or self.model.predict
+                self._scores = np.asarray(rank(self.context.hardware, self.context.kernel, self.context.problem,
+                                               self.space, self.pool))
             except ValueError:
                 # Nothing to rank with yet (no training data, no target measurement): a random order.
                 self._scores = np.array([self._rng.random() for _ in self.pool])

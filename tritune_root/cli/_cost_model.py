@@ -129,7 +129,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
     from tritune.cost_model import evaluate_logo
 
     landscapes = _landscapes(args.landscape)
@@ -162,7 +161,6 @@ def _mean_cells(m: dict[str, Any]) -> tuple[Any, ...]:
 
 def run_rank(args: argparse.Namespace) -> int:
     import numpy as np
-
     from tritune.cost_model import load_model
 
     model = load_model(args.model)
