@@ -20,7 +20,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from tritune.search_space import SearchSpace, TuningRecord, Value, config_key
@@ -61,13 +61,14 @@ class ModelGuidedStrategy(Strategy):
 
     name = "cost-model"
     learns = True
+    concurrent: ClassVar[bool] = True  # several configs may be asked before any is told
 
     def __init__(self, space: SearchSpace, context: StrategyContext, *, seed: int = 0) -> None:
         super().__init__(space, context, seed=seed)
         opts = context.options
         self.explore = float(opts.get("cost_model_explore", 0.1))
         self.explore_top = float(opts.get("cost_model_explore_top", 0.05))
-        self.acquisition = bool(opts.get("cost_model_acquisition", True))
+        self.acquisition = bool(opts.get("cost_model_acquisition", False))
         if not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"cost_model_explore={self.explore} must be within [0, 1]")
         self._rng = random.Random(seed)
