@@ -28,6 +28,7 @@ class CostModel(ABC):
     def predict(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
                 configs: Sequence[Mapping[str, Value]]) -> np.ndarray: ...
 
-    def update(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,  # noqa: B027
+    def update(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
                configs: Sequence[Mapping[str, Value]], times_ms: Sequence[float | None]) -> None:
         """Learn from target measurements (None = the config failed); the default ignores them."""
+        return None

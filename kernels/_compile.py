@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,9 @@ def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any
     import triton
     from triton.backends.compiler import GPUTarget
 
+    if _interpreted(fn):
+        return _compile_in_worker(fn, signature, constexprs, arch=arch, num_warps=num_warps,
+                                  num_stages=num_stages, aligned=aligned)
     start = time.perf_counter()
     base = {"arch": arch, "num_warps": num_warps, "num_stages": num_stages}
     try:
@@ -130,6 +135,48 @@ def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any
         compile_s=elapsed,
         **base,
     )
+
+
+# --- compiling from a process that runs kernels in the interpreter ----------------------------
+# Under TRITON_INTERPRET=1, @triton.jit returns InterpretedFunctions (the kernel and every
+# triton.language helper it calls), which cannot be compiled. Such compiles go to one spawned
+# worker process with the interpreter off, which imports the kernel's module afresh; it is
+# started on first need (a few seconds: torch and triton imports) and reused.
+_WORKER: ProcessPoolExecutor | None = None
+
+
+def _interpreted(fn: Any) -> bool:
+    from triton.runtime.jit import JITFunction
+
+    return not isinstance(fn, JITFunction) and hasattr(fn, "fn")
+
+
+def _compile_in_worker(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], **options: Any) -> CompileReport:
+    global _WORKER
+    target = (fn.fn.__module__, fn.fn.__name__)
+    base = {k: options[k] for k in ("arch", "num_warps", "num_stages")}
+    if _WORKER is None:
+        _WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_worker_init)
+    try:
+        future = _WORKER.submit(_compile_named, target, dict(signature), dict(constexprs), options)
+        return future.result(timeout=900)
+    except Exception as exc:  # a dead or hung worker: report it, start a fresh one next time
+        _WORKER.shutdown(wait=False, cancel_futures=True)
+        _WORKER = None
+        return CompileReport(ok=False, fits=False, error=f"compile worker failed: {_first_line(exc)}", **base)
+
+
+def _worker_init() -> None:
+    os.environ["TRITON_INTERPRET"] = "0"
+
+
+def _compile_named(target: tuple[str, str], signature: dict[str, str], constexprs: dict[str, Any],
+                   options: dict[str, Any]) -> CompileReport:
+    import importlib
+
+    fn = getattr(importlib.import_module(target[0]), target[1])
+    return _compile(fn, signature, constexprs, **options)
 
 
 def cuobjdump_path() -> Path:

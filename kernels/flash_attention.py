@@ -19,8 +19,9 @@ What it covers beyond the tutorial:
   zero-filled by the descriptor instead of masked loads.
 
 Interpreter note: ``tl.dot`` on two bfloat16 tensors is wrong under ``TRITON_INTERPRET=1``
-(triton-lang/triton#11584). The launcher sets ``DOT_FP32`` only when interpreting, which upcasts
-the dot operands to fp32; the GPU code path never sees it.
+(triton-lang/triton#11584), and fp16 dots run in numpy's slow software float16. The launcher
+sets ``DOT_FP32`` only when interpreting: the dot operands are upcast to fp32 (P rounded to the
+input dtype first, as on the GPU), which is exact; the GPU code path never sees the flag.
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ def _load_tile(base, desc, desc_b, desc_h, row0, n_rows, stride_r, stride_d,
     if USE_TMA:
         tile = desc.load([desc_b, desc_h, row0, 0]).reshape(ROWS, BLOCK_D)
     else:
-        offs_r = row0 + tl.arange(0, ROWS)
+        rows = tl.arange(0, ROWS)
+        offs_r = row0 + rows
         offs_d = tl.arange(0, BLOCK_D)
-        ptrs = base + offs_r[:, None] * stride_r + offs_d[None, :] * stride_d
+        # The offset tile is loop-invariant (hoisted); each tile only moves the base pointer.
+        ptrs = (base + row0.to(tl.int64) * stride_r) + (rows[:, None] * stride_r + offs_d[None, :] * stride_d)
         if CHECK_ROWS:
             if HEAD_DIM == BLOCK_D:
                 tile = tl.load(ptrs, mask=offs_r[:, None] < n_rows, other=0.0)
@@ -95,7 +98,6 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
             qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=DOT_PRECISION)
         else:
             qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        qk = qk * qk_scale
         if MASKED:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             keep = offs_n[None, :] < kv_hi
@@ -104,21 +106,24 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m[:, None] + causal_shift)
             qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        # The scale (> 0) is applied to the row max and fused into the exponent's argument
+        # (one FMA per score), as in the Triton tutorial.
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         if MASKED:
             # A row that has seen no visible key yet keeps m = -inf; shift by 0 so that
             # exp2(-inf - -inf) never produces NaN.
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
             m_use = m_new
-        p = tl.math.exp2(qk - m_use[:, None])
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         v = _load_tile(v_base, v_desc, off_b, off_hkv, start_n, kv_hi, stride_vn, stride_vd,
                        BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
         if DOT_FP32:
-            acc = tl.dot(p, v.to(tl.float32), acc, input_precision=DOT_PRECISION)
+            # Round P to the input dtype first, exactly as the GPU path does.
+            acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc, input_precision=DOT_PRECISION)
         else:
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
         m_i = m_new
@@ -261,6 +266,8 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
     heads_kv, seq_kv = k.shape[1], k.shape[2]
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
+    if not scale > 0:
+        raise ValueError(f"scale={scale!r} must be positive")
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if out.numel() == 0:
@@ -287,7 +294,9 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
         heads_q, heads_q // heads_kv, seq_q, seq_kv,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         CAUSAL=causal, WINDOW=window is not None, SPLIT_DIAG=bool(config.split_diag), USE_TMA=use_tma, STORE_LSE=store_lse,
-        DOT_FP32=interp and q.dtype == torch.bfloat16,
+        # Interpreter only: bf16 dots are wrong there (triton#11584) and fp16 dots run in
+        # numpy's software float16; fp32 dots of the upcast operands give the GPU's numbers.
+        DOT_FP32=interp and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if (interp or q.dtype == torch.float32) else "tf32",
         num_warps=config.num_warps, num_stages=config.num_stages,
     )

@@ -76,20 +76,52 @@ def tma_supported(hardware: Hardware) -> bool:
     return bool(major) and major[0] >= 9
 
 
-def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value]) -> int:
-    """Estimated shared memory of one program (bytes): the compiler's layout, calibrated.
+def target_arch(hardware: Hardware) -> int:
+    """CUDA compute capability as an int (90 for sm_90); the interpreter stands in for sm_90."""
+    if hardware.is_interpreter:
+        return 90
+    digits = _version(hardware.compute_capability)
+    if hardware.backend != "cuda" or len(digits) < 1:
+        return 0  # not CUDA: the Ampere-style upper bound below applies
+    return digits[0] * 10 + (digits[1] if len(digits) > 1 else 0)
 
-    Triton keeps ``num_stages`` copies of the K and V tiles in flight when pipelining
-    (``num_stages`` >= 2) and stages Q once through shared memory for the first dot; with one
-    stage K and V still pass through shared memory once each for the dot operand layout.
+
+def uses_wgmma(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int) -> bool:
+    """Hopper's warpgroup MMA: sm_90+, 16-bit operands, 64 query rows per warpgroup."""
+    return arch >= 90 and spec.dtype in ("fp16", "bf16") and int(values["block_m"]) >= 64
+
+
+def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int = 90) -> int:
+    """Shared memory of one program in bytes (dynamic + static), as the compiler lays it out.
+
+    Calibrated with the compile tier (tests/kernels/test_flash_compile.py):
+
+    - sm_90 with wgmma, ``num_stages`` s >= 2: s buffers each of the K and V tiles, plus Q
+      (wgmma reads its A operand from shared memory), plus 1 KB of static barriers: exact.
+      With one stage K and V are staged once and Q stays in registers.
+    - mma.sync (sm_80/86/89, small tiles on sm_90), s >= 2: the pipeliner keeps s K buffers
+      and s - 1 V buffers, plus layout-conversion scratch for Q or the probabilities; the
+      allocator's reuse of that scratch varies, so this is an upper bound (tight to ~20%).
+    - tensor descriptors add up to 1 KB of barriers and alignment.
     """
     elt = DTYPE_BYTES[spec.dtype]
     d = padded_head_dim(spec.head_dim)
     block_m, block_n = int(values["block_m"]), int(values["block_n"])
     stages = max(1, int(values["num_stages"]))
-    kv = 2 * block_n * d * elt * stages
+    tile = block_n * d * elt
     q = block_m * d * elt
-    return kv + q
+    p = block_m * block_n * elt
+    static = 1024 if arch >= 90 else 0
+    tma = 1024 if values.get("use_tma") else 0
+    if uses_wgmma(spec, values, arch):
+        dynamic = 2 * tile if stages == 1 else 2 * stages * tile + q
+    elif stages == 1:
+        dynamic = 2 * tile + p
+    elif elt == 2:
+        dynamic = (2 * stages - 1) * tile + max(q, p)
+    else:  # fp32 operands (FMA dot): both conversions live at once, plus alignment
+        dynamic = (2 * stages - 1) * tile + q + p + 1024
+    return dynamic + static + tma
 
 
 def registers_per_thread(spec: FlashAttentionSpec, values: Mapping[str, Value]) -> int:
@@ -106,12 +138,13 @@ def registers_per_thread(spec: FlashAttentionSpec, values: Mapping[str, Value]) 
 
 def space(spec: FlashAttentionSpec, hardware: Hardware) -> SearchSpace:
     limit = hardware.smem_per_block
+    arch = target_arch(hardware)
     seq_q_tile = max(MIN_DOT, pow2_ceil(spec.seq_q))
     seq_kv_tile = max(MIN_DOT, pow2_ceil(spec.seq_kv))
     tma_ok = tma_supported(hardware)
 
     def smem(values: Mapping[str, Value]) -> str | None:
-        need = smem_bytes(spec, values)
+        need = smem_bytes(spec, values, arch)
         if need > limit:
             return f"needs ~{need} B of shared memory, the device allows {limit} B per block"
         return None
@@ -179,7 +212,7 @@ def _fits(spec: FlashAttentionSpec, hardware: Hardware, cfg: FlashAttentionConfi
     if cfg.block_m > max(MIN_DOT, pow2_ceil(spec.seq_q)) or cfg.block_n > max(MIN_DOT, pow2_ceil(spec.seq_kv)):
         return False
     return (registers_per_thread(spec, values) <= REGISTER_BUDGET
-            and smem_bytes(spec, values) <= hardware.smem_per_block)
+            and smem_bytes(spec, values, target_arch(hardware)) <= hardware.smem_per_block)
 
 
 def default_config(spec: FlashAttentionSpec, hardware: Hardware) -> FlashAttentionConfig:

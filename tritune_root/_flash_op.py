@@ -8,7 +8,6 @@ trace through it.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -18,12 +17,6 @@ from tritune.search_space import FlashAttentionSpec, interpreting
 
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 MAX_HEAD_DIM = FlashAttentionSpec.MAX_HEAD_DIM
-
-
-@functools.lru_cache(maxsize=4096)
-def _spec(batch: int, heads_q: int, heads_kv: int, seq_q: int, seq_kv: int, head_dim: int,
-          dtype: str, causal: bool) -> FlashAttentionSpec:
-    return FlashAttentionSpec(batch, heads_q, heads_kv, seq_q, seq_kv, head_dim, dtype, causal)
 
 
 def _lse_shape(q: torch.Tensor, return_lse: bool) -> tuple[int, ...]:
@@ -38,8 +31,8 @@ def _flash_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_wi
     lse = torch.empty(_lse_shape(q, return_lse), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse.fill_(float("-inf"))
-    spec = _spec(batch, heads_q, k.shape[1], seq_q, k.shape[2], head_dim, _DTYPES[q.dtype], causal)
-    config = runtime.select(spec, q.device).config
+    sizes = (batch, heads_q, k.shape[1], seq_q, k.shape[2], head_dim, _DTYPES[q.dtype], causal)
+    config = runtime.dispatcher(q.device).lookup_by(sizes, lambda: FlashAttentionSpec(*sizes)).config
     inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": scale, "kv_window": kv_window}
     _fa.launch(inputs, config, out=out,
                lse=lse if return_lse else None)
@@ -75,8 +68,8 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
         kv_window = _check_window(kv_window, q)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    elif not isinstance(scale, int | float) or not math.isfinite(scale):
-        raise ValueError(f"scale={scale!r} must be a finite number (or None for 1/sqrt(head_dim))")
+    elif not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale={scale!r} must be a finite positive number (or None for 1/sqrt(head_dim))")
     out, lse = torch.ops.tritune.flash_attention(q, k, v, kv_window, bool(causal), float(scale), bool(return_lse))
     return (out, lse) if return_lse else out
 

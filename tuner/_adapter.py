@@ -8,12 +8,10 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-
 from tritune.search_space import Value
-
-from ._backend import MeasureResult, Status
-from ._strategy import Strategy
-from ._study import SpaceCodec, config_from_trial, result_from_trial
+from tritune.tuner._backend import MeasureResult, Status
+from tritune.tuner._strategy import Strategy
+from tritune.tuner._study import SpaceCodec, config_from_trial, result_from_trial
 
 
 class StrategySampler(optuna.samplers.BaseSampler):
@@ -37,6 +35,8 @@ class StrategySampler(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if "fixed_params" in trial.system_attrs:  # an enqueued config (seed): not the strategy's proposal
+            return {}
         self._sync(study)
         config = self.strategy.ask()
         if config is None:

@@ -112,7 +112,7 @@ class MeasureBackend(ABC):
         for i, config in enumerate(configs):
             yield i, self.measure(problem, [config])[0]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - backends without resources need nothing
         """Release workers and devices; measuring after close is an error."""
 
     def __enter__(self) -> MeasureBackend:

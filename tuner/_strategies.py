@@ -3,6 +3,15 @@
 To add a strategy, write one module with a ``Strategy`` subclass and add one line to
 ``STRATEGIES``. Optional dependencies (cmaes, scikit-learn, a trained advisor) are only imported
 when their strategy is asked for.
+
+- A strategy that learns from other problems sets ``learns = True``: bench-search then passes
+  leave-one-out records (the other landscapes of the same kernel) in
+  ``context.train_records``; ``tune`` passes the database's records of other problems.
+- A strategy built on an Optuna sampler subclasses ``OptunaStrategy`` (``_optuna_strategy``)
+  and gets invalid-config constraints, duplicate handling, persistence, resume and many
+  workers for free; override ``initial_configs`` to measure a model's proposals first.
+- Any other ask/tell strategy runs in ``tune`` through an adapter sampler (``_adapter``), so it
+  is resumable too; ``context.options['cost_model']`` / ``['advisor']`` carry what ``tune`` got.
 """
 
 from __future__ import annotations
@@ -10,10 +19,10 @@ from __future__ import annotations
 import importlib
 
 from tritune.search_space import SearchSpace
+from tritune.tuner._strategy import Strategy, StrategyContext
 
-from ._strategy import Strategy, StrategyContext
-
-STRATEGIES: dict[str, str] = {
+# name -> "module:attr" (imported on first use) or the Strategy class itself.
+STRATEGIES: dict[str, str | type[Strategy]] = {
     "tpe": "tritune.tuner._tpe:TPEStrategy",
     "gp": "tritune.tuner._gp:GPStrategy",
     "cmaes": "tritune.tuner._cmaes:CmaEsStrategy",
@@ -37,7 +46,10 @@ def get_strategy(name: str) -> type[Strategy]:
         name = DEFAULT_STRATEGY
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from: default, {', '.join(STRATEGIES)}")
-    module_name, attr = STRATEGIES[name].split(":")
+    entry = STRATEGIES[name]
+    if not isinstance(entry, str):
+        return entry
+    module_name, attr = entry.split(":")
     return getattr(importlib.import_module(module_name), attr)
 
 

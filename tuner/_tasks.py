@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritune.search_space import Hardware, ProblemSpec, Value
-
-from ._backend import MeasureResult, Status
+from tritune.tuner._backend import MeasureResult, Status
 
 FamilyRef = tuple[str, str, str]  # (name, module, attr) as kernels.family_ref returns
 
@@ -50,6 +49,11 @@ def classify(exc: BaseException | None = None, *, type_name: str = "", message: 
     if short == "OutOfResources" or "out of resource" in text:
         return Status.OUT_OF_RESOURCES
     if "CompilationError" in short or short in ("CompileTimeAssertionFailure", "UnsupportedLanguageConstruct"):
+        return Status.COMPILE_ERROR
+    # Under TRITON_INTERPRET=1 what the compiler would reject (static_assert, shape and type
+    # rules such as a non-power-of-2 arange) surfaces as an InterpreterError wrapping it.
+    if short == "InterpreterError" and message.startswith(("AssertionError", "ValueError", "TypeError",
+                                                           "CompilationError")):
         return Status.COMPILE_ERROR
     if short == "TimeoutError":
         return Status.TIMEOUT
@@ -94,7 +98,6 @@ def aot_compile(ref: FamilyRef, spec: ProblemSpec, hardware: Hardware, values: M
 @dataclass(frozen=True)
 class InterpreterSettings:
     repeats: int = 3
-    aot_arch: int | None = 90  # also compile for this GPU target (catches what the interpreter misses)
 
 
 def interpreter_measure(ref: FamilyRef, spec: ProblemSpec, hardware: Hardware, values: Mapping[str, Value],
@@ -105,13 +108,6 @@ def interpreter_measure(ref: FamilyRef, spec: ProblemSpec, hardware: Hardware, v
     config = typed_config(family, spec, hardware, values)
     compile_ms = None
     extra: dict[str, Any] = {}
-    if settings.aot_arch:
-        report = aot_compile(ref, spec, hardware, values, settings.aot_arch)
-        compile_ms = report.get("compile_ms")
-        if report["status"] is not None:
-            return MeasureResult(Status(report["status"]), error=report["error"], compile_ms=compile_ms,
-                                 cost_ms=_ms_since(t_start), real_timing=False)
-        extra = {k: report[k] for k in ("registers", "shared_bytes", "stack_bytes") if report.get(k) is not None}
     try:
         verification = family.verify(spec, config, "cpu", seed)
     except Exception as exc:  # noqa: BLE001

@@ -12,17 +12,21 @@ Task functions must be importable module-level functions; their return values ar
 
 from __future__ import annotations
 
-import multiprocessing
+import importlib
+import json
 import multiprocessing.connection
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 _MAX_TRACE = 4000
@@ -41,30 +45,33 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _worker_main(conn: Any, env: Mapping[str, str], sys_path: Sequence[str], tuner_pid: int) -> None:
-    # The environment is applied before any task imports a kernel module: Triton reads
-    # TRITON_INTERPRET when a @triton.jit function is defined.
-    os.environ.clear()
-    os.environ.update(env)
-    sys.path[:0] = [p for p in sys_path if p not in sys.path]
+def _entry() -> None:
+    """Worker process main; argv: task fd, result fd, tuner pid, sys.path (JSON), preload (JSON)."""
+    task_fd, result_fd, tuner_pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    sys.path[:0] = [p for p in json.loads(sys.argv[4]) if p not in sys.path]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the tuner's to handle
     _die_with(tuner_pid)
+    tasks = Connection(task_fd, writable=False)
+    results = Connection(result_fd, readable=False)
+    for module in json.loads(sys.argv[5]):
+        importlib.import_module(module)  # before "ready": import time never counts against a task
+    results.send(("ready",))
     while True:
         try:
-            fn, args = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
+            fn, args = tasks.recv()
+        except (EOFError, OSError):
             os._exit(0)
         try:
-            value = fn(*args)
-            message: tuple[Any, ...] = ("ok", value)
+            message: tuple[Any, ...] = ("ok", fn(*args))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back as data
             message = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()[-_MAX_TRACE:],
                        type(exc).__module__ + "." + type(exc).__qualname__)
         try:
-            conn.send(message)
+            results.send(message)
         except Exception as exc:  # an unpicklable return value
-            conn.send(("error", f"could not send the task's result back: {exc}", "", "builtins.TypeError"))
-        if getattr(message[1], "extra", None) and message[1].extra.get("restart_worker"):
+            results.send(("error", f"could not send the task's result back: {exc}", "", "builtins.TypeError"))
+        extra = getattr(message[1], "extra", None)
+        if isinstance(extra, Mapping) and extra.get("restart_worker"):
             os._exit(0)  # e.g. a CUDA context poisoned by an illegal address: start clean
 
 
@@ -90,56 +97,101 @@ def _die_with(tuner_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="tritune-tuner-watchdog").start()
 
 
-def _context(start_method: str | None) -> multiprocessing.context.BaseContext:
-    if start_method is None:
-        start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(start_method)
-    if start_method == "forkserver":
-        # Import torch once in the fork server: replacing a crashed worker then takes
-        # milliseconds instead of a fresh interpreter plus torch (seconds on a busy machine).
-        ctx.set_forkserver_preload(["torch"])
-    return ctx
-
-
 class Worker:
-    """One child process running one task at a time."""
+    """One child process running one task at a time.
 
-    def __init__(self, ctx: multiprocessing.context.BaseContext, env: Mapping[str, str], name: str) -> None:
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, dict(env), list(sys.path), os.getpid()),
-                                   name=name, daemon=True)
-        self.process.start()
-        child.close()
+    A plain ``subprocess`` running ``_entry`` (not multiprocessing), so a user's script without a
+    ``__main__`` guard is never re-imported in the worker. Its output goes to a log file whose
+    tail is quoted when it crashes.
+    """
+
+    def __init__(self, env: Mapping[str, str], name: str, preload: Sequence[str] = ()) -> None:
+        task_r, task_w = os.pipe()
+        result_r, result_w = os.pipe()
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
+        code = "from tritune.tuner._workers import _entry; _entry()"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, str(task_r), str(result_w), str(os.getpid()), json.dumps(sys.path),
+             json.dumps(list(preload))],
+            pass_fds=(task_r, result_w), env=dict(env), stdin=subprocess.DEVNULL, stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        os.close(task_r)
+        os.close(result_w)
+        self.tasks = Connection(task_w, readable=False)
+        self.conn = Connection(result_r, writable=False)
+        self.name = name
+        self.ready = False  # True once the worker has imported its preload modules
         self.task: Any = None
-        self.started = 0.0
+        self.started = time.monotonic()
         self.timeout: float | None = None
 
     @property
     def busy(self) -> bool:
         return self.task is not None
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def send(self, task: Any, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None) -> None:
         self.task, self.started, self.timeout = task, time.monotonic(), timeout
-        self.conn.send((fn, args))
+        self.tasks.send((fn, args))
 
     def deadline(self) -> float | None:
+        if not self.ready:
+            return self.started + WorkerPool.STARTUP_TIMEOUT_S
         return None if self.timeout is None else self.started + self.timeout
 
+    def exit_text(self) -> str:
+        try:
+            code = self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        text = _exit_text(code)
+        tail = self.log_tail()
+        return f"{text}; last output: {tail}" if tail else text
+
+    def log_tail(self, limit: int = 400) -> str:
+        try:
+            with open(self.log.name, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return " | ".join(lines[-3:])
+
     def kill(self) -> None:
-        if self.process.is_alive():
+        if self.alive():
             self.process.kill()
-        self.process.join(5)
-        self.conn.close()
+        self._reap()
 
     def close(self) -> None:
         try:
-            self.conn.close()  # EOF: an idle worker exits by itself
+            self.tasks.close()  # EOF: an idle worker exits by itself
         except OSError:
             pass
-        self.process.join(2)
-        if self.process.is_alive():
+        try:
+            self.process.wait(2)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join(5)
+        self._reap()
+
+    def _reap(self) -> None:
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        for c in (self.tasks, self.conn):
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.log.close()
+        try:
+            os.unlink(self.log.name)
+        except OSError:
+            pass
 
 
 def _exit_text(code: int | None) -> str:
@@ -153,26 +205,34 @@ def _exit_text(code: int | None) -> str:
     return f"worker process exited with status {code}"
 
 
+class WorkerStartError(RuntimeError):
+    """Workers die before they can take a task (broken environment): the backend cannot run."""
+
+
 class WorkerPool:
     """``size`` workers sharing a queue of tasks; results come back as tasks finish.
 
-    ``env`` is the complete environment of the workers (default: this process's), applied before
-    any task runs. ``submit`` queues; ``poll`` waits up to ``timeout`` seconds and returns the
-    finished ``(task, Outcome)`` pairs. Several pools can be waited on together with
-    ``wait_any``.
+    ``env`` is the complete environment of the workers (default: this process's). ``preload``
+    modules are imported by each worker before it reports ready, so that their import time never
+    counts against a task's timeout. ``submit`` queues; ``poll`` waits and returns finished
+    ``(task, Outcome)`` pairs; several pools can be waited on together with ``wait_any``.
     """
 
-    def __init__(self, size: int, *, env: Mapping[str, str] | None = None, start_method: str | None = None,
-                 name: str = "tritune-worker") -> None:
+    STARTUP_TIMEOUT_S = 600.0
+    MAX_FAILED_STARTS = 3
+
+    def __init__(self, size: int, *, env: Mapping[str, str] | None = None, name: str = "tritune-worker",
+                 preload: Sequence[str] = ("torch",)) -> None:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got size={size}")
         self.size = size
         self.env = dict(os.environ if env is None else env)
         self.name = name
-        self._ctx = _context(start_method)
+        self.preload = tuple(preload)
         self._workers: list[Worker] = []
         self._queue: deque[tuple[Any, Callable[..., Any], tuple[Any, ...], float | None]] = deque()
         self._closed = False
+        self._failed_starts = 0
         self.restarts = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -183,12 +243,12 @@ class WorkerPool:
         return self
 
     def _new_worker(self) -> Worker:
-        return Worker(self._ctx, self.env, f"{self.name}-{len(self._workers) + self.restarts}")
+        return Worker(self.env, f"{self.name}-{len(self._workers) + self.restarts}", self.preload)
 
     def close(self) -> None:
         self._closed = True
         for w in self._workers:
-            if w.busy:
+            if w.busy or not w.ready:
                 w.kill()
             else:
                 w.close()
@@ -214,14 +274,14 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         while self._queue:
-            idle = [w for w in self._workers if not w.busy]
-            if not idle and len(self._workers) < self.size:
+            if len(self._workers) < self.size:
                 self._workers.append(self._new_worker())
                 continue
+            idle = [w for w in self._workers if w.ready and not w.busy]
             if not idle:
                 return
             worker = idle[0]
-            if not worker.process.is_alive():  # exited after its last task (poisoned context)
+            if not worker.alive():  # exited after its last task (poisoned context)
                 self._replace(worker)
                 continue
             task, fn, args, timeout = self._queue.popleft()
@@ -237,17 +297,44 @@ class WorkerPool:
         self._workers[self._workers.index(worker)] = self._new_worker()
 
     def handles(self) -> list[Any]:
-        return [h for w in self._workers if w.busy for h in (w.conn, w.process.sentinel)]
+        """What to wait on: busy workers, and starting ones while tasks are queued."""
+        return [w.conn for w in self._workers if w.busy or (not w.ready and self._queue)]
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for w in self._workers if w.busy and (d := w.deadline()) is not None]
+        deadlines = [d for w in self._workers if (d := w.deadline()) is not None and (w.busy or self._queue)]
         return min(deadlines) if deadlines else None
+
+    def _check_starting(self, worker: Worker, now: float) -> None:
+        """Advance a starting worker: ready, or failed (replaced; too many failures raise)."""
+        failed = None
+        if worker.conn.poll():
+            try:
+                msg = worker.conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            if msg == ("ready",):
+                worker.ready, worker.timeout = True, None
+                self._failed_starts = 0
+                return
+            failed = worker.exit_text() if msg is None else f"unexpected message {msg!r}"
+        elif not worker.alive():
+            failed = worker.exit_text()
+        elif now - worker.started > self.STARTUP_TIMEOUT_S:
+            failed = f"not ready after {self.STARTUP_TIMEOUT_S:.0f} s"
+        if failed is not None:
+            self._failed_starts += 1
+            if self._failed_starts >= self.MAX_FAILED_STARTS:
+                raise WorkerStartError(f"{self.name} workers fail to start: {failed}")
+            self._replace(worker)
 
     def collect(self) -> list[tuple[Any, Outcome]]:
         """Finished tasks, without waiting: results, crashes and timeouts."""
         done = []
         now = time.monotonic()
         for worker in list(self._workers):
+            if not worker.ready:
+                self._check_starting(worker, now)
+                continue
             if not worker.busy:
                 continue
             elapsed = now - worker.started
@@ -258,14 +345,13 @@ class WorkerPool:
                 except (EOFError, OSError):
                     msg = None
                 if msg is None:
-                    worker.process.join(1)
-                    outcome = Outcome("crashed", error=_exit_text(worker.process.exitcode), seconds=elapsed)
+                    outcome = Outcome("crashed", error=worker.exit_text(), seconds=elapsed)
                 elif msg[0] == "ok":
                     outcome = Outcome("ok", value=msg[1], seconds=elapsed)
                 else:
                     outcome = Outcome("error", error=msg[1], trace=msg[2], exception_type=msg[3], seconds=elapsed)
-            elif not worker.process.is_alive():
-                outcome = Outcome("crashed", error=_exit_text(worker.process.exitcode), seconds=elapsed)
+            elif not worker.alive():
+                outcome = Outcome("crashed", error=worker.exit_text(), seconds=elapsed)
             elif (deadline := worker.deadline()) is not None and now >= deadline:
                 outcome = Outcome("timeout", error=f"no result after {worker.timeout:.0f} s; worker killed",
                                   seconds=elapsed)
@@ -301,18 +387,18 @@ def wait_any(pools: Sequence[WorkerPool], timeout: float | None = None) -> list[
     end = None if timeout is None else time.monotonic() + timeout
     while True:
         results = [p.collect() for p in pools]
-        if any(results):
+        if any(results) or not any(p.pending for p in pools):
             return results
         handles = [h for p in pools for h in p.handles()]
         deadlines = [d for p in pools if (d := p.next_deadline()) is not None]
         if end is not None:
             deadlines.append(end)
-        if not handles and end is None:
-            return results
-        wait_s = max(0.0, min(deadlines) - time.monotonic()) + 0.01 if deadlines else None
+        # Wake up at the next deadline, and at least every few seconds to notice a worker that
+        # died without closing its pipe (it always closes it, but the check is cheap).
+        wait_s = min([max(0.0, min(deadlines) - time.monotonic()) + 0.01] if deadlines else [5.0])
         if handles:
-            multiprocessing.connection.wait(handles, timeout=wait_s)
-        elif wait_s:
-            time.sleep(wait_s)
+            multiprocessing.connection.wait(handles, timeout=min(wait_s, 5.0))
+        else:
+            time.sleep(min(wait_s, 0.1))
         if end is not None and time.monotonic() >= end:
             return [p.collect() for p in pools]

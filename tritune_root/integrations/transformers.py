@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from tritune._flash_op import flash_attention
 
 NAME = "tritune"
