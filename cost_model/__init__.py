@@ -22,6 +22,7 @@ from ._features import (
 from ._metrics import pairwise_accuracy, peak_at_k, ranking_report
 from ._model import GBTCostModel
 from ._persist import ModelVersionError, load_model, save_model
+from ._pooled import PooledGBTCostModel
 
 __all__ = [
     "FEATURE_VERSION",
@@ -32,6 +33,7 @@ __all__ = [
     "GBTCostModel",
     "HardwareInfo",
     "ModelVersionError",
+    "PooledGBTCostModel",
     "evaluate_logo",
     "kernel_hook",
     "kernel_tuner_features",

@@ -92,3 +92,14 @@ def test_errors_name_the_problem(conv_landscapes):
     model = GBTCostModel(**SMALL).fit(conv_landscapes[1].records())
     with pytest.raises(ValueError, match="trained on: convolution_kernel"):
         model.predict(hw, "dedispersion_kernel", {}, None, [{"w": 1}])
+
+
+def test_pooled_baseline_ranks_too(conv_landscapes):
+    from tritune.cost_model import PooledGBTCostModel
+
+    a4000 = conv_landscapes[1]
+    model = PooledGBTCostModel(max_iter=20).fit([r for ls in conv_landscapes[2:5] for r in ls.records()][::4])
+    entries = list(a4000)
+    scores = model.predict(a4000.hardware, a4000.kernel, problem_of(a4000), a4000.space, [e.values for e in entries])
+    times = np.array([np.inf if e.time_ms is None else e.time_ms for e in entries])
+    assert scores.shape == (len(entries),) and pairwise_accuracy(times, scores) > 0.6

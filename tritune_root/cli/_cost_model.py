@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", dest="model_kind", choices=("transfer", "pooled"), default="transfer",
+                   help="transfer (default): tree models per device mixed by learned hardware similarity; "
+                   "pooled: one tree model with hardware columns (the baseline it is compared with)")
     p.add_argument("--max-iter", type=int, default=100, help="boosting iterations per device model (default 100)")
     p.add_argument("--max-records-per-group", type=int, default=None, metavar="N",
                    help="subsample problems with more measurements than N (faster, for quick looks)")
@@ -81,10 +84,14 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from tritune.cost_model import GBTCostModel
+    from tritune.cost_model import GBTCostModel, PooledGBTCostModel
 
     if args.max_iter < 1:
         raise CLIError(f"--max-iter={args.max_iter} must be at least 1")
+    if args.model_kind == "pooled":
+        if args.compile_features:
+            raise CLIError("--compile-features is only implemented for --model transfer")
+        return PooledGBTCostModel(max_iter=args.max_iter, threads=args.threads)
     return GBTCostModel(max_iter=args.max_iter, compile_features=args.compile_features,
                         max_records_per_group=args.max_records_per_group, threads=args.threads)
 
@@ -114,6 +121,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not records:
         raise CLIError("no training records" + (f" for kernel {args.kernel!r}" if args.kernel else "") +
                        "; tune something first or pass landscape files")
+    if args.model_kind != "transfer":
+        raise CLIError("train saves --model transfer models only (pooled is an evaluation baseline)")
     model = _model(args).fit(records)
     path = save_model(model, args.output, meta={"source": source, "records": len(records)})
     info = {"output": str(path), "records": len(records), **model.describe()}
