@@ -68,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="what to time")
     p.add_argument("--config", help="force a tritune config, e.g. block_m=128,block_n=64,num_warps=8,"
                                     "num_stages=3,split_diag=1,use_tma=1 (default: the runtime's tuned table)")
+    p.add_argument("--search", type=int, default=0, metavar="N",
+                   help="also time up to N configs of the search space per point (Hopper-minded "
+                        "candidates first, then random valid ones) and report the fastest verified "
+                        "one as 'tritune' (rule 'search'); 0 = only the runtime's config")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetition time in ms (default 100)")
     p.add_argument("--json", dest="json_path", help="write the results as JSON to this file ('-' for stdout)")
@@ -128,6 +132,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         q, k, v = (torch.randn(batch, heads, seq, head_dim, generator=gen).to(device=device, dtype=dtype)
                    for _ in range(3))
         for name in args.backends:
+            if name == "tritune" and args.search and forced is None:
+                _search(point, spec, q, k, v, causal, args, notes)
+                continue
             fn, config, rule, why = _backend(name, q, k, v, causal, spec, forced, args.dry)
             if name == "tritune":
                 point.config, point.config_rule = config, rule
@@ -189,6 +196,60 @@ def _backend(name: str, q, k, v, causal: bool, spec, forced, dry: bool):
     except RuntimeError as exc:
         return None, {}, "", f"unavailable ({str(exc).splitlines()[0][:120]})"
     return call, {}, "", None
+
+
+# Hopper-minded starting points for --search: (block_m, block_n, num_warps, num_stages,
+# split_diag, use_tma), as the Triton tutorial and FlashAttention-2/3 choose them.
+SEARCH_SEEDS = (
+    (128, 64, 8, 3, True, True), (128, 128, 8, 3, True, True), (128, 64, 8, 3, True, False),
+    (128, 128, 8, 2, True, False), (128, 64, 4, 3, True, True), (64, 64, 4, 3, True, True),
+    (128, 32, 8, 4, True, True), (64, 128, 4, 3, True, True), (128, 64, 8, 4, False, True),
+    (256, 64, 8, 2, True, True),
+)
+
+
+def _search(point: Point, spec, q, k, v, causal: bool, args: argparse.Namespace, notes: list[str]) -> None:
+    """Time up to ``args.search`` valid configs; keep the fastest verified one as 'tritune'."""
+    import random
+
+    import torch
+    from tritune.kernels import flash_attention as fa
+    from tritune.search_space import FlashAttentionConfig, detect, space_for
+
+    hw = detect(q.device)
+    space = space_for(spec, hw)
+    candidates = [fa.FAMILY.default_config(spec, hw)]
+    for seed in SEARCH_SEEDS:
+        cfg = FlashAttentionConfig(*seed)
+        if space.is_valid(cfg.to_dict()) and cfg not in candidates:
+            candidates.append(cfg)
+    for values in space.sample(random.Random(point.seq), args.search):
+        cfg = FlashAttentionConfig.from_dict(values)
+        if cfg not in candidates:
+            candidates.append(cfg)
+    best: tuple[float, FlashAttentionConfig] | None = None
+    out = torch.empty_like(q)
+    inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": None}
+    for cfg in candidates[: args.search]:
+        def fn(cfg=cfg):
+            return fa.launch(inputs, cfg, out=out)
+        try:
+            ok, message = _check(fn, q, k, v, causal)
+        except Exception as exc:  # a config that fails to compile or launch is skipped, not fatal
+            notes.append(f"search S={point.seq} D={point.head_dim} {cfg.key()}: {type(exc).__name__}")
+            continue
+        if not ok:
+            notes.append(f"search S={point.seq} D={point.head_dim} {cfg.key()}: wrong result ({message})")
+            continue
+        ms = _time(fn, args.dry, args.warmup, args.rep)
+        if best is None or ms < best[0]:
+            best = (ms, cfg)
+    if best is None:
+        point.ms["tritune"] = point.tflops["tritune"] = None
+        return
+    point.ms["tritune"] = best[0]
+    point.tflops["tritune"] = point.flops / (best[0] * 1e-3) / 1e12
+    point.config, point.config_rule = best[1].to_dict(), f"search best of {min(len(candidates), args.search)}"
 
 
 def _check(fn: Callable, q, k, v, causal: bool, rows: int = 128) -> tuple[bool, str]:

@@ -88,7 +88,8 @@ def target_arch(hardware: Hardware) -> int:
 
 def uses_wgmma(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int) -> bool:
     """Hopper's warpgroup MMA: sm_90+, 16-bit operands, 64 query rows per warpgroup."""
-    return arch >= 90 and spec.dtype in ("fp16", "bf16") and int(values["block_m"]) >= 64
+    return (arch >= 90 and spec.dtype in ("fp16", "bf16") and int(values["block_m"]) >= 64
+            and int(values["num_warps"]) >= 4)
 
 
 def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int = 90) -> int:
@@ -98,10 +99,10 @@ def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int 
 
     - sm_90 with wgmma, ``num_stages`` s >= 2: s buffers each of the K and V tiles, plus Q
       (wgmma reads its A operand from shared memory), plus 1 KB of static barriers: exact.
-      With one stage K and V are staged once and Q stays in registers.
-    - mma.sync (sm_80/86/89, small tiles on sm_90), s >= 2: the pipeliner keeps s K buffers
-      and s - 1 V buffers, plus layout-conversion scratch for Q or the probabilities; the
-      allocator's reuse of that scratch varies, so this is an upper bound (tight to ~20%).
+      With one stage Q is sometimes kept in registers: an upper bound.
+    - mma.sync (sm_80/86/89; small tiles or 2 warps on sm_90): the pipeliner keeps s K
+      buffers and s - 1 V buffers, plus layout-conversion scratch for Q and the probabilities,
+      whose reuse by the allocator varies: an upper bound, within 2x of the compiler's figure.
     - tensor descriptors add up to 1 KB of barriers and alignment.
     """
     elt = DTYPE_BYTES[spec.dtype]
@@ -114,13 +115,11 @@ def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int 
     static = 1024 if arch >= 90 else 0
     tma = 1024 if values.get("use_tma") else 0
     if uses_wgmma(spec, values, arch):
-        dynamic = 2 * tile if stages == 1 else 2 * stages * tile + q
+        dynamic = 2 * stages * tile + q
     elif stages == 1:
-        dynamic = 2 * tile + p
-    elif elt == 2:
-        dynamic = (2 * stages - 1) * tile + max(q, p)
-    else:  # fp32 operands (FMA dot): both conversions live at once, plus alignment
-        dynamic = (2 * stages - 1) * tile + q + p + 1024
+        dynamic = max(q, tile) + tile + p
+    else:
+        dynamic = (2 * stages - 1) * tile + q + p + (1024 if elt == 4 else 0)
     return dynamic + static + tma
 
 
@@ -193,17 +192,24 @@ def space(spec: FlashAttentionSpec, hardware: Hardware) -> SearchSpace:
     )
 
 
+# Defaults by padded head dim, FlashInfer-style: the largest tiles the compile tier shows
+# compiling without spills (sm_90: wgmma; sm_80: mma.sync, where Q sits in registers).
+# (block_m, block_n, num_warps, num_stages); checked by tests/kernels/test_flash_compile.py.
+_HOPPER_DEFAULTS = {64: (128, 128, 8, 3), 128: (128, 64, 8, 3), 256: (128, 32, 8, 2)}
+_AMPERE_DEFAULTS = {64: (128, 64, 8, 2), 128: (128, 64, 8, 2), 256: (64, 32, 8, 2)}
+
+
 def _preferred(spec: FlashAttentionSpec, hardware: Hardware) -> list[FlashAttentionConfig]:
-    """Fallback candidates, best first (FlashInfer-style: pick by head dim and architecture)."""
-    hopper = hardware.compute_capability.startswith("9") or hardware.is_interpreter
-    d = padded_head_dim(spec.head_dim)
-    block_ns = (128, 64, 32) if d <= 64 else (64, 32, 16)
-    out = []
-    for block_m in (128, 64, 32, 16):
-        warps = 8 if block_m == 128 else 4
-        for block_n in block_ns:
-            for stages in ((3, 2, 1) if hopper else (2, 1)):
-                out.append(FlashAttentionConfig(block_m, block_n, warps, stages, True, False))
+    """Fallback candidates, best first: the table entry, then smaller tiles for short sequences."""
+    arch = target_arch(hardware)
+    d = min(256, max(64, padded_head_dim(spec.head_dim)))
+    table = _HOPPER_DEFAULTS if arch >= 90 else _AMPERE_DEFAULTS
+    block_m, block_n, warps, stages = table[d]
+    out = [FlashAttentionConfig(block_m, block_n, warps, stages, True, False)]
+    for bm in (128, 64, 32, 16):
+        for bn in (128, 64, 32, 16):
+            if bm <= block_m and bn <= block_n:
+                out.append(FlashAttentionConfig(bm, bn, warps if bm >= 64 else 4, min(stages, 2), True, False))
     return out
 
 

@@ -158,3 +158,16 @@ def test_op_launches_the_tuned_config(tuned_db, monkeypatch):
     flash_attention(q2, k2, v2, causal=True)
     spec2 = FlashAttentionSpec(1, 2, 1, 100, 100, 64, "fp16", True)
     assert seen[-1] == fa.FAMILY.default_config(spec2, hw)
+
+
+def test_eager_fast_path_equals_the_operator():
+    q, k, v = qkv(b=1, hq=2, hkv=1, sq=20, skv=20, d=32)
+    direct = flash_attention(q, k, v, causal=True, scale=0.3)
+    via_op, _ = torch.ops.tritune.flash_attention(q, k, v, None, True, 0.3, False)
+    assert torch.equal(direct, via_op)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:  # a dispatch mode routes through the op's fake implementation
+        fq, fk, fv = (mode.from_tensor(t) for t in (q, k, v))
+        out = flash_attention(fq, fk, fv, causal=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
