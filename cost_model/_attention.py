@@ -2,8 +2,8 @@
 
 Both follow one picture of a launch: a grid of programs, each of ``num_warps`` warps, resident
 on the SMs as far as threads, shared memory and registers allow, running in waves. The shared
-memory and register figures are the search space's own estimates (``search_space``), so the
-cost model sees what the constraints see. Everything is an estimate from the spec: no compile.
+memory and register figures are the search space's own estimates (``search_space``, for the
+target's compute capability), so the cost model sees what the constraints see. Everything is an estimate from the spec: no compile.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def flash_attention_features(problem: Mapping[str, Any], batch: ConfigBatch, hw:
     warp = hw.warp_size if hw.warp_size == hw.warp_size else 32.0
     threads = batch.column("num_warps", 4.0) * warp
     programs = np.ceil(spec.seq_q / block_m) * spec.batch * spec.heads_q
-    smem = _estimate(fa_space.smem_bytes, spec, batch)
+    arch = hw.cuda_arch
+    smem = _estimate(lambda sp, row: fa_space.smem_bytes(sp, row, arch=arch), spec, batch)
     regs = _estimate(fa_space.registers_per_thread, spec, batch)
     keys = spec.seq_kv / 2 if spec.causal and spec.seq_q == spec.seq_kv else float(spec.seq_kv)
     d = fa_space.padded_head_dim(spec.head_dim)

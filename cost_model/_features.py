@@ -61,6 +61,14 @@ class HardwareInfo:
     fp32_tflops: float
     warp_size: float
     compute_capability: float  # 8.6 for sm_86; NaN where it has no meaning (AMD, CPU)
+    is_interpreter: bool = False
+
+    @property
+    def cuda_arch(self) -> int:
+        """86 for sm_86; 90 for the interpreter (it stands in for sm_90); 0 when not CUDA."""
+        if self.is_interpreter:
+            return 90
+        return int(round(self.compute_capability * 10)) if self.compute_capability == self.compute_capability else 0
 
     @classmethod
     def of(cls, hardware: Hardware) -> HardwareInfo:
@@ -76,7 +84,8 @@ class HardwareInfo:
         if spec is None:
             return cls(hardware.name, 1.0 if hardware.backend == "hip" else 0.0 if hardware.backend == "cuda" else NAN,
                        sm, smem_block, NAN, NAN, NAN, NAN, NAN, NAN, NAN,
-                       64.0 if hardware.backend == "hip" else 32.0 if hardware.backend == "cuda" else NAN, cc)
+                       64.0 if hardware.backend == "hip" else 32.0 if hardware.backend == "cuda" else NAN, cc,
+                       is_interpreter=hardware.is_interpreter)
         return cls(
             name=hardware.name,
             vendor_amd=1.0 if spec.vendor == "amd" else 0.0,

@@ -112,7 +112,7 @@ def test_flash_attention_hook():
     recs = [TuningRecord(H100, "flash_attention", spec.to_dict(), c, 1.0, "ok", "g") for c in configs]
     f = Featurizer.from_records("flash_attention", recs)
     x = f.transform(H100, spec.to_dict(), configs)
-    smem = [fa_space.smem_bytes(spec, c) for c in configs]
+    smem = [fa_space.smem_bytes(spec, c, arch=90) for c in configs]
     np.testing.assert_array_equal(column(f, x, "smem_est"), smem)
     programs = [math.ceil(300 / c["block_m"]) * 2 * 8 for c in configs]
     np.testing.assert_array_equal(column(f, x, "programs"), programs)
@@ -127,7 +127,9 @@ def test_flash_attention_hook():
     # Under the interpreter the SM count is unknown: waves are missing, the estimates are not.
     x_cpu = f.transform(Hardware.cpu_interpreter(), spec.to_dict(), configs)
     assert np.all(np.isnan(column(f, x_cpu, "waves")))
-    np.testing.assert_array_equal(column(f, x_cpu, "smem_est"), smem)
+    np.testing.assert_array_equal(column(f, x_cpu, "smem_est"), smem)  # the interpreter stands in for sm_90
+    x_a100 = f.transform(Hardware.from_spec("A100"), spec.to_dict(), configs)
+    np.testing.assert_array_equal(column(f, x_a100, "smem_est"), [fa_space.smem_bytes(spec, c, arch=80) for c in configs])
 
 
 def test_paged_attention_hook():
