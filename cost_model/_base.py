@@ -30,5 +30,5 @@ class CostModel(ABC):
 
     def update(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
                configs: Sequence[Mapping[str, Value]], times_ms: Sequence[float | None]) -> None:
-        """Learn from target measurements; the default ignores them."""
+        """Learn from target measurements (None = the config failed); the default ignores them."""
         return None
