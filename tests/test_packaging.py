@@ -43,6 +43,8 @@ def test_wheel_has_one_top_level_name_and_every_subpackage(wheel, tmp_path):
     missing = _packages_in_tree() - packaged
     assert not missing, f"folders missing from pyproject's package list: {sorted(missing)}"
     assert "tritune/data/builtin_tuned.json" in names
+    shipped = {f"tritune/llm_advisor/checkpoint/{f.name}" for f in (REPO / "llm_advisor" / "checkpoint").iterdir()}
+    assert shipped and shipped <= set(names), f"advisor checkpoint files missing: {sorted(shipped - set(names))}"
     # import every subpackage from the unpacked wheel, not from the repository or an editable install
     site = tmp_path / "site"
     code = (
@@ -51,6 +53,8 @@ def test_wheel_has_one_top_level_name_and_every_subpackage(wheel, tmp_path):
         "for m in mods:\n"
         "    mod = importlib.import_module(m)\n"
         f"    assert mod.__file__.startswith({str(site)!r}), (m, mod.__file__)\n"
+        "from tritune.llm_advisor import TLMAdvisor\n"
+        "TLMAdvisor.load()  # the shipped checkpoint loads from the installed package\n"
         "print(len(mods))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,

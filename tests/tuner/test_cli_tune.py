@@ -26,6 +26,9 @@ from tuner_helpers import CONV
     (["tune", "--preset", "nope"], "unknown preset 'nope'"),
     (["tune", "--model-config", "missing/config.json"], "file not found"),
     (["tune", "--backend", "replay"], "needs --landscape"),
+    (["tune", "--cost-model", "missing.model"], "--cost-model: cost model file missing.model does not exist"),
+    (["tune", "--advisor", "missing-dir", "--landscape", str(CONV / "A100.json.gz")], "--advisor: advisor checkpoint"),
+    (["tune", "--advisor-seeds", "-1"], "--advisor-seeds -1 must be 0 or more"),
     (["bench-search", "--landscape", str(CONV / "A100.json.gz"), "--repeats", "0"], "--repeats 0"),
     (["bench-search", "--landscape", str(CONV / "A100.json.gz"), "--strategy", "nope"], "unknown strategy"),
 ])
@@ -107,3 +110,20 @@ def test_readme_job_on_cpu_then_query_finds_it_exact(tmp_path):
     with TuningDB(db) as tdb:
         best = {b.bucket: b.config for b in tdb.best()}
     assert answer["config"] == best[answer["bucket"]]
+
+
+def test_tune_seeded_by_the_shipped_advisor(capsys, tmp_db):
+    """--advisor alone loads the shipped checkpoint; its seeds are the first trials measured."""
+    from tritune.llm_advisor import TLMAdvisor
+    from tritune.tuner._problems import landscape_problems
+    from tritune.tuner._tune import _problem_dict
+
+    (p,), _ = landscape_problems([CONV / "A4000.json.gz"])
+    seeds = TLMAdvisor.load().propose(p.hardware, p.kernel, _problem_dict(p), p.space, 3)
+    argv = ["tune", "--landscape", str(CONV / "A4000.json.gz"), "--budget", "5", "--advisor", "--advisor-seeds", "3",
+            "--db", str(tmp_db), "--json", "--no-progress"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["problems"][0]["evaluations"] == 5
+    with TuningDB(tmp_db) as db:
+        measured = [json.loads(r["config"]) for r in db.trials()]
+    assert len(seeds) == 3 and [dict(s.config) for s in seeds] == measured[:3]

@@ -14,6 +14,7 @@ _EPILOG = """examples:
   tritune tune --kernel flash_attention --shape B=1 Hq=32 Hkv=8 seq=4096 D=128 dtype=bf16 causal=1 --budget 60
   tritune tune --model-config path/to/config.json --time-budget 120
   tritune tune --landscape data/kernel_tuner_cache/convolution_milo/A100.json.gz --budget 50
+  tritune tune --advisor --cost-model conv.model --strategy cost-model   # advisor seeds, model-guided search
   tritune tune --preset llama3-70b --storage postgresql+psycopg2://user@host/db   # one worker per GPU
 
 Rerunning the same command resumes the same studies: finished trials are never measured again.
@@ -49,7 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                      help="wall-clock seconds per problem for this process (with --budget, whichever ends first)")
     how.add_argument("--strategy", default="default",
-                     help="search strategy: default, tpe, gp, cmaes, random, exhaustive (see tritune bench-search)")
+                     help="search strategy: default (tpe), tpe, gp, cmaes, random, exhaustive, cost-model (a learned "
+                     "model ranks a candidate pool, refit as results arrive), advisor (the advisor's proposals first, "
+                     "then a base strategy); see tritune bench-search for how they compare")
+    how.add_argument("--advisor", nargs="?", const="builtin", default=None, metavar="CHECKPOINT",
+                     help="seed every problem with the tensor-language-model advisor's top proposals: the checkpoint "
+                     "shipped with tritune, or a directory written by `tritune advisor train`")
+    how.add_argument("--advisor-seeds", type=int, default=8, metavar="K",
+                     help="how many advisor proposals to measure first (default 8)")
+    how.add_argument("--cost-model", default=None, metavar="PATH",
+                     help="a model from `tritune cost-model train`: ranks the seeds and guides --strategy cost-model")
     how.add_argument("--seed", type=int, default=0, help="random seed of the strategy and of the test inputs")
     how.add_argument("--no-warm-start", action="store_true",
                      help="don't teach the search with earlier measurements of the same problem from other studies")
@@ -89,6 +99,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from tritune.db import TuningDB
     from tritune.tuner import Budget, tune
 
+    advisor, cost_model = _advisor(args.advisor), _cost_model(args.cost_model)
     backend_name, problems, default_budget, landscapes = _problems(args)
     budget = Budget(trials=args.budget if args.budget is not None else (None if args.time_budget else default_budget),
                     seconds=args.time_budget)
@@ -101,6 +112,7 @@ def run_tune(args: argparse.Namespace) -> int:
     try:
         with backend:
             report = tune(problems, backend, budget=budget, strategy=args.strategy, seed=args.seed, db=db,
+                          advisor=advisor, cost_model=cost_model, n_advisor_seeds=args.advisor_seeds,
                           storage=args.storage, warm_start=not args.no_warm_start, progress=not args.no_progress,
                           study_prefix=args.study_prefix)
     except RuntimeError as exc:  # a backend that cannot run at all (no GPU, workers that cannot start)
@@ -134,6 +146,37 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--landscape replays recorded timings; --backend {args.backend} cannot measure them")
     if args.backend == "replay" and not args.landscape:
         raise CLIError("--backend replay needs --landscape FILE")
+    if args.advisor_seeds < 0:
+        raise CLIError(f"--advisor-seeds {args.advisor_seeds} must be 0 or more")
+    from tritune.tuner._strategies import get_strategy
+
+    try:
+        get_strategy(args.strategy)
+    except ValueError as exc:
+        raise CLIError(f"--strategy: {exc}") from None
+
+
+def _advisor(checkpoint: str | None) -> Any:
+    """The advisor named by --advisor: None, the shipped checkpoint ("builtin") or a directory."""
+    if checkpoint is None:
+        return None
+    from tritune.llm_advisor import TLMAdvisor
+
+    try:
+        return TLMAdvisor.load(None if checkpoint == "builtin" else checkpoint)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--advisor: {exc} (or give --advisor alone for the shipped checkpoint)") from None
+
+
+def _cost_model(path: str | None) -> Any:
+    if path is None:
+        return None
+    from tritune.cost_model import ModelVersionError, load_model
+
+    try:
+        return load_model(path)
+    except (OSError, ValueError, ModelVersionError) as exc:
+        raise CLIError(f"--cost-model: {exc}") from None
 
 
 def _cuda_available() -> bool:
