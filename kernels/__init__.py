@@ -18,6 +18,26 @@ _FAMILIES = {
 }
 
 
+def register_family(name: str, module: str, attr: str = "FAMILY") -> None:
+    """Make ``get_family(name)`` return ``getattr(import_module(module), attr)``.
+
+    For families outside this package (tests' fault-injection family, user templates). Tuner
+    worker processes repeat the registration from the (name, module, attr) they are sent, so the
+    module must be importable there too. Re-registering the same triple is a no-op.
+    """
+    current = _FAMILIES.get(name)
+    if current is not None and current != (module, attr):
+        raise ValueError(f"kernel {name!r} is already registered as {current[0]}:{current[1]}")
+    _FAMILIES[name] = (module, attr)
+
+
+def family_ref(name: str) -> tuple[str, str, str]:
+    """(name, module, attr) of a registered family: what a worker process needs to find it."""
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown kernel {name!r}; known kernels: {', '.join(_FAMILIES)}")
+    return (name, *_FAMILIES[name])
+
+
 def get_family(name: str) -> KernelFamily:
     """The kernel family registered as ``name`` (imports its module on first use)."""
     if name not in _FAMILIES:
@@ -45,8 +65,10 @@ __all__ = [
     "compare",
     "compile_for_target",
     "family_names",
+    "family_ref",
     "get_family",
     "kernel_hash",
+    "register_family",
     "resource_usage",
     "source_hash",
 ]

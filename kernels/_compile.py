@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,15 +68,20 @@ def compile_for_target(
     num_stages: int = 2,
     source_hash: str = "",
     use_cache: bool = True,
+    aligned: Sequence[str] = (),
 ) -> CompileReport:
     """Compile ``fn`` for ``sm_{arch}`` and report its resources; never raises for a bad config.
 
     ``signature`` maps every argument name to a Triton type (``"*fp16"``, ``"i32"``,
-    ``"constexpr"``...); ``constexprs`` gives the constexpr values.
+    ``"constexpr"``...); ``constexprs`` gives the constexpr values. ``aligned`` names the
+    pointer and integer arguments a real launch would specialize as divisible by 16 (aligned
+    pointers, strides that are multiples of 16): without that hint the compiler cannot vectorize
+    or pipeline the loads, and its shared-memory and register figures differ from the GPU's.
     """
     key_src = json.dumps(
         [getattr(fn, "__name__", str(fn)), source_hash or _fn_hash(fn), dict(signature),
-         {k: _jsonable(v) for k, v in constexprs.items()}, arch, num_warps, num_stages, _triton_version()],
+         {k: _jsonable(v) for k, v in constexprs.items()}, arch, num_warps, num_stages, _triton_version(),
+         sorted(aligned)],
         sort_keys=True,
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
@@ -84,7 +91,8 @@ def compile_for_target(
     if cached is not None:
         _MEMO[key] = cached
         return cached
-    report = _compile(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages)
+    report = _compile(fn, signature, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages,
+                      aligned=aligned)
     _MEMO[key] = report
     if use_cache:
         _disk_put(key, report)
@@ -92,14 +100,18 @@ def compile_for_target(
 
 
 def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], *, arch: int,
-             num_warps: int, num_stages: int) -> CompileReport:
+             num_warps: int, num_stages: int, aligned: Sequence[str] = ()) -> CompileReport:
     import triton
     from triton.backends.compiler import GPUTarget
 
+    if _interpreted(fn):
+        return _compile_in_worker(fn, signature, constexprs, arch=arch, num_warps=num_warps,
+                                  num_stages=num_stages, aligned=aligned)
     start = time.perf_counter()
     base = {"arch": arch, "num_warps": num_warps, "num_stages": num_stages}
     try:
-        src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs))
+        attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+        src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs), attrs=attrs)
         kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                                 options={"num_warps": num_warps, "num_stages": num_stages})
     except Exception as exc:  # any compiler failure is a property of the config, not a crash
@@ -123,6 +135,48 @@ def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any
         compile_s=elapsed,
         **base,
     )
+
+
+# --- compiling from a process that runs kernels in the interpreter ----------------------------
+# Under TRITON_INTERPRET=1, @triton.jit returns InterpretedFunctions (the kernel and every
+# triton.language helper it calls), which cannot be compiled. Such compiles go to one spawned
+# worker process with the interpreter off, which imports the kernel's module afresh; it is
+# started on first need (a few seconds: torch and triton imports) and reused.
+_WORKER: ProcessPoolExecutor | None = None
+
+
+def _interpreted(fn: Any) -> bool:
+    from triton.runtime.jit import JITFunction
+
+    return not isinstance(fn, JITFunction) and hasattr(fn, "fn")
+
+
+def _compile_in_worker(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], **options: Any) -> CompileReport:
+    global _WORKER
+    target = (fn.fn.__module__, fn.fn.__name__)
+    base = {k: options[k] for k in ("arch", "num_warps", "num_stages")}
+    if _WORKER is None:
+        _WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_worker_init)
+    try:
+        future = _WORKER.submit(_compile_named, target, dict(signature), dict(constexprs), options)
+        return future.result(timeout=900)
+    except Exception as exc:  # a dead or hung worker: report it, start a fresh one next time
+        _WORKER.shutdown(wait=False, cancel_futures=True)
+        _WORKER = None
+        return CompileReport(ok=False, fits=False, error=f"compile worker failed: {_first_line(exc)}", **base)
+
+
+def _worker_init() -> None:
+    os.environ["TRITON_INTERPRET"] = "0"
+
+
+def _compile_named(target: tuple[str, str], signature: dict[str, str], constexprs: dict[str, Any],
+                   options: dict[str, Any]) -> CompileReport:
+    import importlib
+
+    fn = getattr(importlib.import_module(target[0]), target[1])
+    return _compile(fn, signature, constexprs, **options)
 
 
 def cuobjdump_path() -> Path:

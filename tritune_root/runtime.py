@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -67,6 +67,7 @@ class Dispatcher:
             cross_hardware = os.environ.get("TRITUNE_CROSS_HARDWARE", "0") not in ("", "0")
         self.cross_hardware = cross_hardware
         self._cache: dict[ProblemSpec, Selection] = {}
+        self._by_key: dict[Hashable, Selection] = {}
         self._tables: dict[str, dict[str, list[_Row]]] | None = None  # source -> kernel -> rows
         self._lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
@@ -83,10 +84,23 @@ class Dispatcher:
                     self._cache[spec] = sel
         return sel
 
+    def lookup_by(self, key: Hashable, make_spec: Callable[[], ProblemSpec]) -> Selection:
+        """Like ``lookup``, cached under a caller's cheap key (e.g. a tuple of tensor sizes).
+
+        Building and validating a spec costs several microseconds; the ops call this with their raw
+        sizes so that a warm call skips it. ``key`` must determine the spec completely.
+        """
+        sel = self._by_key.get(key)
+        if sel is None:
+            sel = self.lookup(make_spec())
+            self._by_key[key] = sel
+        return sel
+
     def reload(self) -> None:
         """Forget cached selections and tables (call after tuning in the same process)."""
         with self._lock:
             self._cache.clear()
+            self._by_key.clear()
             self._tables = None
 
     # --- selection -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -94,11 +94,25 @@ class MeasureBackend(ABC):
 
     name: ClassVar[str]
     real_timing: ClassVar[bool]
+    # How many configs the tuner should hand over at once to keep this backend busy (parallel
+    # workers, compiling ahead while the GPU measures). 1 for sequential backends.
+    batch_size: int = 1
 
     @abstractmethod
     def measure(self, problem: Problem, configs: Sequence[Mapping[str, Value]]) -> list[MeasureResult]: ...
 
-    def close(self) -> None:
+    def measure_iter(self, problem: Problem,
+                     configs: Sequence[Mapping[str, Value]]) -> Iterator[tuple[int, MeasureResult]]:
+        """Yield ``(index, result)`` as each config finishes, in completion order.
+
+        The tuner stores every result the moment it is yielded, so a job killed in the middle of
+        a batch loses nothing already measured. Pipelining backends override this; the default
+        measures one config at a time.
+        """
+        for i, config in enumerate(configs):
+            yield i, self.measure(problem, [config])[0]
+
+    def close(self) -> None:  # noqa: B027 - backends without resources need nothing
         """Release workers and devices; measuring after close is an error."""
 
     def __enter__(self) -> MeasureBackend:

@@ -48,6 +48,9 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
+    # True for strategies that learn from ``context.train_records`` (measurements of other
+    # problems or hardware); bench-search gives them leave-one-out records only when set.
+    learns: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, context: StrategyContext, *, seed: int = 0) -> None:
         self.space = space
@@ -59,3 +62,11 @@ class Strategy(ABC):
 
     @abstractmethod
     def tell(self, config: Mapping[str, Value], result: MeasureResult) -> None: ...
+
+    def observe(self, config: Mapping[str, Value], result: MeasureResult) -> None:  # noqa: B027
+        """Learn from a measurement this strategy did not ask for.
+
+        Called for measurements made before it existed (a resumed job, earlier studies of the
+        same problem) or by other workers sharing the study. The default ignores them; the tuner
+        never re-measures a config either way.
+        """

@@ -1,0 +1,450 @@
+"""The parts of the GPU suite (see gpu_suite.py). Each takes a SuiteContext, returns a dict.
+
+A part's dict holds its figures, a ``table`` ({"header": [...], "rows": [...]}) for the markdown
+file, ``notes``, and ``complete`` False when the budget cut it short. Every figure states how it
+was counted (FLOPs, bytes), and every kernel output is checked before it is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tritune.search_space import (
+    FlashAttentionSpec,
+    Hardware,
+    PagedAttentionSpec,
+    ProblemSpec,
+    default_config,
+    detect,
+    space_for,
+)
+
+# --- shapes ------------------------------------------------------------------------------------
+# Deliberately odd: lengths off every block size, GQA/MQA, every supported head-dim class.
+CORRECTNESS_GPU: tuple[ProblemSpec, ...] = (
+    FlashAttentionSpec(2, 8, 2, 1000, 1000, 128, "bf16", True),
+    FlashAttentionSpec(1, 32, 8, 1024, 1024, 64, "fp16", False),
+    FlashAttentionSpec(1, 4, 1, 17, 2049, 80, "bf16", True),
+    FlashAttentionSpec(3, 16, 16, 513, 513, 256, "fp16", True),
+    FlashAttentionSpec(1, 8, 8, 2049, 300, 96, "bf16", True),
+    FlashAttentionSpec(2, 12, 4, 4097, 4097, 128, "bf16", True),
+    PagedAttentionSpec(8, 32, 8, 128, 4097, 16, "bf16"),
+    PagedAttentionSpec(3, 8, 1, 64, 33000, 32, "fp16"),
+    PagedAttentionSpec(64, 32, 32, 128, 513, 8, "fp16"),
+    PagedAttentionSpec(2, 16, 4, 256, 65537, 128, "bf16"),
+)
+CORRECTNESS_DRY: tuple[ProblemSpec, ...] = (
+    FlashAttentionSpec(1, 2, 1, 17, 33, 64, "bf16", True),
+    FlashAttentionSpec(1, 2, 2, 5, 9, 32, "fp16", False),
+    PagedAttentionSpec(2, 4, 1, 64, 37, 16, "bf16"),
+    PagedAttentionSpec(3, 2, 2, 64, 9, 8, "fp16"),
+)
+
+
+def _hardware(ctx: Any) -> Hardware:
+    return detect() if ctx.device == "cuda" else Hardware.cpu_interpreter()
+
+
+def _time_ms(fn: Callable[[], Any], ctx: Any, *, rep_ms: int = 100) -> float:
+    """Median kernel time in ms: CUDA events through do_bench on a GPU, wall clock on CPU."""
+    if ctx.device == "cuda":
+        import triton
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
+    fn()
+    samples = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+# --- env ---------------------------------------------------------------------------------------
+def env(ctx: Any) -> dict[str, Any]:
+    import torch
+    import triton
+
+    info: dict[str, Any] = {
+        "card": ctx.card, "python": platform.python_version(), "torch": torch.__version__,
+        "triton": triton.__version__, "cuda": torch.version.cuda, "platform": platform.platform(),
+    }
+    if ctx.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(sm_count=props.multi_processor_count, memory_gib=round(props.total_memory / 2**30, 1),
+                    compute_capability=f"{props.major}.{props.minor}", hardware=detect().to_dict())
+        try:
+            info["nvidia_smi"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu",
+                 "--format=csv"], capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            info["nvidia_smi"] = f"unavailable: {exc}"
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("optuna", "sqlite-utils", "transformers", "scikit-learn"):
+        try:
+            info[dist] = version(dist)
+        except PackageNotFoundError:
+            info[dist] = "missing"
+    rows = [[k, v] for k, v in info.items() if not isinstance(v, dict)]
+    return {**info, "table": {"header": ["item", "value"], "rows": rows}, "headline": f"{ctx.card}, torch {torch.__version__}, triton {triton.__version__}"}
+
+
+# --- ceilings ----------------------------------------------------------------------------------
+def ceilings(ctx: Any) -> dict[str, Any]:
+    """Measured roofs: every throughput elsewhere in the suite is reported against these."""
+    import torch
+
+    n = 8192 if ctx.device == "cuda" else 256
+    dtype = torch.bfloat16 if ctx.device == "cuda" else torch.float32
+    a = torch.randn(n, n, device=ctx.device, dtype=dtype)
+    b = torch.randn(n, n, device=ctx.device, dtype=dtype)
+    mm_ms = _time_ms(lambda: a @ b, ctx)
+    tflops = 2 * n**3 / (mm_ms * 1e-3) / 1e12
+    elems = (1 << 28) if ctx.device == "cuda" else (1 << 20)  # 512 MiB of bf16 on the GPU
+    src = torch.randn(elems, device=ctx.device, dtype=dtype)
+    dst = torch.empty_like(src)
+    copy_ms = _time_ms(lambda: dst.copy_(src), ctx)
+    gbs = 2 * src.numel() * src.element_size() / (copy_ms * 1e-3) / 1e9  # read + write
+    del a, b, src, dst
+    return {
+        "matmul_n": n, "matmul_dtype": str(dtype), "matmul_ms": mm_ms, "matmul_tflops": tflops,
+        "copy_bytes": 2 * elems * (2 if ctx.device == "cuda" else 4), "copy_ms": copy_ms, "copy_gbs": gbs,
+        "table": {"header": ["ceiling", "value", "how counted"], "rows": [
+            [f"{'bf16' if ctx.device == 'cuda' else 'fp32'} matmul {n}^3", f"{tflops:.1f} TFLOP/s", "2*n^3 / median time"],
+            ["device copy", f"{gbs:.0f} GB/s", "bytes read + bytes written / median time"],
+        ]},
+        "headline": f"matmul {tflops:.1f} TFLOP/s, copy {gbs:.0f} GB/s",
+    }
+
+
+# --- correctness -------------------------------------------------------------------------------
+def correctness(ctx: Any, *, configs_per_shape: int = 4) -> dict[str, Any]:
+    """Every shape of the grid with its default config and a seeded sample of valid configs."""
+    from tritune.kernels import get_family
+
+    hw = _hardware(ctx)
+    specs = CORRECTNESS_DRY if ctx.dry else CORRECTNESS_GPU
+    rows, failures, checked = [], [], 0
+    for i, spec in enumerate(specs):
+        if ctx.expired(reserve_s=30):
+            return _correctness_result(rows, failures, checked, complete=False)
+        family = get_family(spec.kernel)
+        space = space_for(spec, hw)
+        configs = [default_config(spec, hw).to_dict()]
+        configs += [c for c in space.sample(random.Random(i), configs_per_shape) if c != configs[0]]
+        for config in configs[: configs_per_shape if not ctx.dry else 2]:
+            checked += 1
+            try:
+                v = family.verify(spec, space.config(config), ctx.device, seed=1000 + i)
+                ok, err, allowed, message = v.ok, v.error, v.allowed, v.message
+            except Exception as exc:  # a launch failure is a correctness failure, recorded
+                ok, err, allowed, message = False, float("nan"), float("nan"), f"{type(exc).__name__}: {exc}"
+            rows.append([spec.kernel, spec.describe(), json.dumps(config, sort_keys=True), ok, err, allowed])
+            if not ok:
+                failures.append({"spec": spec.to_dict(), "config": config, "message": message})
+    return _correctness_result(rows, failures, checked, complete=True)
+
+
+def _correctness_result(rows: list, failures: list, checked: int, *, complete: bool) -> dict[str, Any]:
+    return {
+        "complete": complete, "checked": checked, "failed": len(failures), "failures": failures,
+        "table": {"header": ["kernel", "shape", "config", "ok", "max error", "allowed"], "rows": rows},
+        "notes": ["allowed = 2x the error of the same math in PyTorch at the input precision + a small absolute term"],
+        "headline": f"{checked - len(failures)}/{checked} passed",
+    }
+
+
+# --- landscapes --------------------------------------------------------------------------------
+# Many shapes at a modest repetition count: real LLM prefill and decode shapes, odd sizes too.
+LANDSCAPES_GPU: tuple[ProblemSpec, ...] = (
+    FlashAttentionSpec(1, 32, 8, 4096, 4096, 128, "bf16", True),
+    PagedAttentionSpec(8, 32, 8, 128, 4096, 16, "bf16"),
+    FlashAttentionSpec(4, 32, 8, 1024, 1024, 128, "bf16", True),
+    PagedAttentionSpec(64, 32, 8, 128, 2048, 16, "bf16"),
+    FlashAttentionSpec(8, 16, 16, 2048, 2048, 64, "bf16", False),
+    PagedAttentionSpec(1, 32, 8, 128, 32768, 16, "bf16"),
+    FlashAttentionSpec(1, 32, 8, 16384, 16384, 128, "bf16", True),
+    PagedAttentionSpec(256, 32, 32, 128, 1024, 16, "bf16"),
+    FlashAttentionSpec(1, 8, 4, 4096, 4096, 256, "bf16", True),
+    PagedAttentionSpec(16, 64, 8, 128, 8192, 16, "bf16"),
+    FlashAttentionSpec(2, 28, 4, 2048, 2048, 128, "fp16", True),
+    PagedAttentionSpec(32, 16, 8, 256, 4096, 16, "bf16"),
+)
+LANDSCAPES_DRY: tuple[ProblemSpec, ...] = (
+    FlashAttentionSpec(1, 2, 1, 32, 32, 32, "fp16", True),
+    PagedAttentionSpec(2, 2, 1, 32, 40, 16, "fp16"),
+)
+DRY_CONFIGS_PER_SHAPE = 6
+BATCH = 32  # configs handed to the backend at a time; the deadline is checked between batches
+
+
+def landscape_name(card: str, spec: ProblemSpec) -> str:
+    slug = "".join(ch if ch.isalnum() else "-" for ch in card).strip("-").lower()
+    short = "-".join(f"{k}{int(v) if isinstance(v, bool) else v}" for k, v in spec.to_dict().items())
+    return f"{spec.kernel}__{short}__{slug}"
+
+
+def landscapes(ctx: Any) -> dict[str, Any]:
+    """Measure every valid config of each shape; one landscape file per shape, resumable.
+
+    Results stream into ``landscapes/NAME.jsonl`` as they arrive (a crash or the deadline loses
+    nothing measured); a finished shape becomes ``landscapes/NAME.json.gz`` in the Kernel Tuner
+    format plus a ``tritune`` block, which the replay backend, the cost model and the advisor read.
+    """
+    from tritune.kernels import kernel_hash
+    from tritune.search_space import write_landscape
+    from tritune.tuner import kernel_problem
+
+    hw = _hardware(ctx)
+    folder = ctx.out / "landscapes"
+    folder.mkdir(exist_ok=True)
+    specs = LANDSCAPES_DRY if ctx.dry else LANDSCAPES_GPU
+    rows, complete = [], True
+    backend = _measure_backend(ctx)
+    try:
+        for spec in specs:
+            name = landscape_name(ctx.card, spec)
+            final = folder / f"{name}.json.gz"
+            problem = kernel_problem(spec.kernel, spec, hw)
+            configs = problem.space.enumerate()
+            if ctx.dry:
+                configs = configs[:DRY_CONFIGS_PER_SHAPE]
+            if final.exists():
+                rows.append(_landscape_row(spec, name, configs, _read_jsonl(folder / f"{name}.jsonl")))
+                continue
+            done = _read_jsonl(folder / f"{name}.jsonl")
+            todo = [c for c in configs if _key(c) not in done]
+            started = time.monotonic() - (max((d["elapsed_s"] for d in done.values()), default=0.0))
+            with open(folder / f"{name}.jsonl", "a") as log:
+                for i in range(0, len(todo), BATCH):
+                    if ctx.expired(reserve_s=60):
+                        complete = False
+                        break
+                    batch = todo[i:i + BATCH]
+                    for j, result in backend.measure_iter(problem, batch):
+                        entry = {"config": batch[j], "status": result.status.value, "time_ms": result.time_ms,
+                                 "error": result.error, "compile_ms": result.compile_ms, "cost_ms": result.cost_ms,
+                                 "elapsed_s": time.monotonic() - started,
+                                 "registers": result.extra.get("registers"), "max_error": result.extra.get("max_error")}
+                        done[_key(batch[j])] = entry
+                        log.write(json.dumps(entry) + "\n")
+                        log.flush()
+            if len(done) == len(configs):
+                write_landscape(
+                    final, kernel=spec.kernel, kernel_name=f"tritune_{spec.kernel}", spec=spec.to_dict(), hardware=hw,
+                    params={p.name: p.values for p in problem.space.params},
+                    results=[(d["config"], d["time_ms"] if d["status"] == "ok" else None,
+                              None if d["status"] == "ok" else f"{d['status']}: {d['error']}",
+                              {"compile_time": d["compile_ms"] or 0.0,
+                               "benchmark_time": max(0.0, (d["cost_ms"] or 0.0) - (d["compile_ms"] or 0.0))})
+                             for d in done.values()],
+                    extra={"kernel_hash": kernel_hash(spec.kernel), "real_timing": backend.real_timing,
+                           "exhaustive_wall_s": max(d["elapsed_s"] for d in done.values()), "date": ctx.date},
+                )
+            rows.append(_landscape_row(spec, name, configs, done))
+            if not complete:
+                break
+    finally:
+        backend.close()
+    recorded = sum(1 for r in rows if r[2] == r[3])
+    return {
+        "complete": complete, "shapes": len(specs), "recorded": recorded,
+        "table": {"header": ["kernel", "shape", "measured", "valid configs", "ok", "best ms", "median ms",
+                             "best / median"], "rows": rows},
+        "notes": ["CPU dry run: the first few configs per shape, interpreter wall times; a pipeline check only"
+                  if ctx.dry else "every valid config of the space per shape; time = median of triton.testing.do_bench "
+                  "with L2 flushed; each config verified against the reference before timing",
+                  f"files: {folder.name}/*.json.gz (Kernel Tuner format + tritune block), *.jsonl (raw, resumable)"],
+        "headline": f"{recorded}/{len(specs)} shapes recorded",
+    }
+
+
+def _measure_backend(ctx: Any) -> Any:
+    from tritune.tuner import GpuBackend, InterpreterBackend
+
+    if ctx.device == "cuda":
+        from tritune.tuner._tasks import GpuSettings
+
+        # Modest repetition count: many shapes matter more than tight error bars on a few.
+        return GpuBackend(settings=GpuSettings(warmup_ms=5.0, rep_ms=20.0)).start()
+    return InterpreterBackend(workers=1, repeats=1).start()
+
+
+def _key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def _read_jsonl(path: Any) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        out[_key(entry["config"])] = entry
+    return out
+
+
+def _landscape_row(spec: ProblemSpec, name: str, configs: list, done: dict[str, dict[str, Any]]) -> list[Any]:
+    times = sorted(d["time_ms"] for d in done.values() if d["status"] == "ok" and d["time_ms"])
+    best = times[0] if times else None
+    median = times[len(times) // 2] if times else None
+    return [spec.kernel, spec.describe(), len(done), len(configs), len(times), best, median,
+            (best / median) if best and median else None]
+
+
+# --- tuning comparison -------------------------------------------------------------------------
+def tuning(ctx: Any) -> dict[str, Any]:
+    """Search on this run's landscapes: replayed strategies, then one real 60-second tuning job.
+
+    Replay: fraction of optimum after 10/20/50 evaluations for the default strategy and random
+    search (bench-search's counting), and the time exhaustive search in recording order took to
+    first hold a config within 98% of the optimum (recorded compile + measure costs).
+    Real: ``tune`` on the first recorded flash-attention shape with a 60 s wall budget (compile
+    time included), its best time against that landscape's exhaustive optimum.
+    """
+    from tritune.search_space import Landscape
+    from tritune.tuner import bench_search
+
+    files = sorted((ctx.out / "landscapes").glob("*.json.gz"))
+    if not files:
+        return {"complete": True, "notes": ["no recorded landscapes in this run"], "headline": "no landscapes"}
+    lands = [Landscape.load(f) for f in files]
+    report = bench_search(lands, ["default", "random"], budgets=(10, 20, 50), repeats=1 if ctx.dry else 3, seed=0)
+    summary = {(r["landscape"], r["strategy"], r["budget"]): r["fraction_mean"] for r in report.summary()}
+    rows = []
+    for ls in lands:
+        rows.append([ls.name, len(ls), ls.optimum_ms,
+                     *(summary.get((ls.name, s, b)) for s in ("default", "random") for b in (20, 50)),
+                     _time_to_fraction_in_order(ls, 0.98), (ls.raw_meta.get("tritune") or {}).get("exhaustive_wall_s")])
+    live = _live_tune(ctx, lands)
+    notes = ["fraction = optimum / best found after N evaluations (mean over repeats)",
+             "exhaustive s to 98%: recorded compile + measure cost until the first config within 98% of the optimum"]
+    if live:
+        notes.append(f"live tune ({live['budget_s']} s budget): best {live['best_ms']} ms = "
+                     f"{live['fraction']:.3f} of the exhaustive optimum, reached {live['fraction_98_at_s']} s; "
+                     f"{live['trials']} trials")
+    return {
+        "complete": True, "bench_search": report.to_json(), "live_tune": live,
+        "table": {"header": ["landscape", "configs", "optimum ms", "default@20", "default@50", "random@20",
+                             "random@50", "exhaustive s to 98%", "exhaustive wall s"], "rows": rows},
+        "notes": notes,
+        "headline": f"{len(lands)} landscapes replayed" + (f"; live tune {live['fraction']:.3f} of optimum" if live else ""),
+    }
+
+
+def _live_tune(ctx: Any, lands: list[Any]) -> dict[str, Any] | None:
+    """A real tuning job with a wall budget on a recorded flash-attention shape (GPU only)."""
+    from tritune.search_space import spec_from_dict
+    from tritune.tuner import Budget, GpuBackend, kernel_problem, tune
+
+    target = next((ls for ls in lands if ls.kernel == "flash_attention" and ls.spec), None)
+    if target is None or ctx.device != "cuda" or ctx.expired(reserve_s=120):
+        return None
+    spec = spec_from_dict(target.kernel, target.spec)
+    problem = kernel_problem(spec.kernel, spec, _hardware(ctx))
+    budget_s = 60
+    t0 = time.monotonic()
+    timeline: list[tuple[float, float]] = []
+
+    def on_result(_problem: Any, _config: Any, result: Any) -> None:
+        if result.ok:
+            timeline.append((time.monotonic() - t0, result.time_ms))
+
+    with GpuBackend() as backend:
+        backend.start()
+        rep = tune([problem], backend, budget=Budget(trials=None, seconds=budget_s),
+                   db=str(ctx.out / "live_tune.db"), progress=False, study_prefix=f"suite-{time.time_ns()}",
+                   on_result=on_result)
+    best = min((t for _, t in timeline), default=None)
+    reach = next((s for s, t in timeline if target.optimum_ms / t >= 0.98), None)
+    return {"landscape": target.name, "budget_s": budget_s, "wall_s": round(time.monotonic() - t0, 1),
+            "best_ms": best, "fraction": (target.optimum_ms / best) if best else 0.0, "fraction_98_at_s": reach,
+            "trials": rep.problems[0].measured_here if rep.problems else 0,
+            "optimum_ms": target.optimum_ms}
+
+
+def _time_to_fraction_in_order(ls: Any, fraction: float) -> float | None:
+    """Seconds exhaustive search (recording order) needed to first hold a config within ``fraction``."""
+    spent = 0.0
+    for entry in ls:
+        spent += entry.cost_ms
+        if entry.time_ms is not None and ls.optimum_ms / entry.time_ms >= fraction:
+            return spent / 1e3
+    return None
+
+
+def bench(ctx: Any) -> dict[str, Any]:
+    """Each kernel's benchmark script against its baselines (their own JSON and markdown files)."""
+    import importlib
+
+    rows, notes, complete = [], [], True
+    for module_name, label in (("tritune.bench.flash_bench", "flash_attention"),
+                               ("tritune.bench.paged_bench", "paged_attention")):
+        if ctx.expired(reserve_s=60):
+            complete = False
+            notes.append(f"{label}: skipped, budget spent")
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            complete = False
+            notes.append(f"{label}: benchmark module missing ({exc})")
+            continue
+        json_path, md_path = ctx.out / f"bench_{label}.json", ctx.out / f"bench_{label}.md"
+        argv = ["--json", str(json_path), "--markdown", str(md_path)] + (["--dry"] if ctx.dry else [])
+        code = module.main(argv)
+        rows.append([label, "ok" if code == 0 else f"exit {code}", json_path.name, md_path.name])
+        complete = complete and code == 0
+    return {"complete": complete, "table": {"header": ["kernel", "status", "json", "markdown"], "rows": rows},
+            "notes": notes + ["throughput counting and baselines: see each benchmark's markdown file"],
+            "headline": ", ".join(f"{r[0]} {r[1]}" for r in rows)}
+
+
+def promote_builtin(out: Any, table_path: Any = None) -> int:
+    """Best verified config of every GPU landscape under ``out`` -> the package's built-in table.
+
+    ``table_path`` defaults to the repository's ``tritune_root/data/builtin_tuned.json`` (run from
+    a source checkout, then commit the file). Interpreter landscapes are never promoted.
+    """
+    from pathlib import Path
+
+    from tritune.search_space import Landscape, spec_from_dict
+
+    root = Path(out)
+    files = sorted(root.rglob("*.json.gz"))
+    if table_path is None:
+        table_path = Path(__file__).resolve().parents[1] / "tritune_root" / "data" / "builtin_tuned.json"
+    table_path = Path(table_path)
+    table = json.loads(table_path.read_text()) if table_path.exists() else {"format": "tritune-best/1", "rows": []}
+    rows = {(json.dumps(r["hardware"], sort_keys=True), r["kernel"], r["kernel_hash"], r["bucket"]): r
+            for r in table.get("rows", [])}
+    added = 0
+    for f in files:
+        ls = Landscape.load(f)
+        meta = ls.raw_meta.get("tritune") or {}
+        if not meta.get("real_timing") or ls.hardware.is_interpreter or not ls.spec:
+            continue  # only GPU measurements go into the table
+        spec = spec_from_dict(ls.kernel, ls.spec)
+        best = min((e for e in ls if e.time_ms is not None), key=lambda e: e.time_ms)
+        key = (json.dumps(ls.hardware.to_dict(), sort_keys=True), ls.kernel, meta["kernel_hash"], spec.bucket().key)
+        if key in rows and rows[key]["time_ms"] <= best.time_ms:
+            continue
+        rows[key] = {"hardware": ls.hardware.to_dict(), "kernel": ls.kernel, "kernel_hash": meta["kernel_hash"],
+                     "bucket": spec.bucket().key, "spec": spec.to_dict(), "config": dict(best.values),
+                     "time_ms": best.time_ms, "backend": "gpu", "real_timing": True,
+                     "source": f"{f.name} ({meta.get('date', '?')})"}
+        added += 1
+    table["rows"] = sorted(rows.values(), key=lambda r: (r["kernel"], r["bucket"]))
+    table_path.write_text(json.dumps(table, indent=1) + "\n")
+    return added

@@ -1,0 +1,349 @@
+"""Paged-attention decode: achieved bandwidth of tritune's kernel against gather + PyTorch SDPA.
+
+    python -m tritune.bench.paged_bench [--json out.json] [--markdown out.md]
+    python -m tritune.bench.paged_bench --dry      # tiny CPU run under the Triton interpreter
+
+Decode reads the whole KV cache once per step, so it is judged by bandwidth. Bytes = K and V
+read once per KV head (2*B*ctx*Hkv*D*elt) plus Q and O (2*B*Hq*D*elt), over the kernel time
+(both kernels of a split launch). The ceiling is the device's copy bandwidth, measured in the
+same run (a 1 GiB device-to-device copy: 2 bytes moved per byte copied). The sweep: batch
+1/8/64/256 x context 512..32k, Hq/Hkv 32/8 and 32/32, D 128, block size 16, bf16; every sequence
+holds the full context, its pages drawn from a permutation of the pool (non-contiguous).
+Baselines: ``sdpa_gather`` gathers each sequence's pages into contiguous K/V and calls SDPA
+(what a non-paged kernel costs), ``sdpa_contiguous`` is SDPA on K/V that are already
+contiguous (no gather; a reference point, not a paged kernel). Points whose tensors would not
+fit in device memory are skipped with a note. Every backend's output is checked against an fp32
+reference on sampled sequences (``tritune.kernels.compare``) before it is timed; random inputs,
+never zeros. GPU times are the median of ``triton.testing.do_bench`` (L2 flushed between runs).
+``--dry`` runs tiny shapes on CPU through the interpreter: a pipeline check, its times mean
+nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+FULL = {"batches": (1, 8, 64, 256), "contexts": (512, 1024, 2048, 4096, 8192, 16384, 32768),
+        "heads": ((32, 8), (32, 32)), "head_dim": 128, "block_size": 16}
+DRY = {"batches": (1, 3), "contexts": (40, 100), "heads": ((4, 2), (4, 4)), "head_dim": 32, "block_size": 16}
+BACKENDS = ("tritune", "sdpa_gather", "sdpa_contiguous")
+MEMORY_FRACTION = 0.8  # of free device memory a point may use
+
+
+@dataclass
+class Point:
+    batch: int
+    context: int
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    block_size: int
+    dtype: str
+    bytes: float
+    us: dict[str, float | None] = field(default_factory=dict)
+    gbps: dict[str, float | None] = field(default_factory=dict)
+    copy_fraction: dict[str, float | None] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    config_rule: str = ""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tritune.bench.paged_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry", action="store_true",
+                   help="tiny shapes on CPU under TRITON_INTERPRET=1 (pipeline check; times are meaningless)")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"), help="cache and query dtype (default bf16)")
+    p.add_argument("--batches", type=int, nargs="+", help="numbers of sequences (default 1 8 64 256)")
+    p.add_argument("--contexts", type=int, nargs="+", help="tokens per sequence (default 512..32768)")
+    p.add_argument("--heads", nargs="+", help="Hq/Hkv pairs, e.g. 32/8 32/32 (the default)")
+    p.add_argument("--head-dim", type=int, help="head dim (default 128)")
+    p.add_argument("--block-size", type=int, help="tokens per cache block (default 16)")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="what to time")
+    p.add_argument("--config", help="force a tritune config, e.g. block_n=64,num_splits=4,group_block=16,"
+                                    "num_warps=4,num_stages=2 (default: the runtime's tuned table)")
+    p.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
+    p.add_argument("--rep", type=int, default=100, help="do_bench repetition time in ms (default 100)")
+    p.add_argument("--json", dest="json_path", help="write the results as JSON to this file ('-' for stdout)")
+    p.add_argument("--markdown", help="write the markdown table to this file (it is always printed)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.dry:
+        # Must precede the first import of the kernel module (Triton reads it at definition).
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    try:
+        result = run(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = markdown(result)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+    if args.json_path:
+        text = json.dumps(result, indent=2)
+        if args.json_path == "-":
+            print(text)
+        else:
+            with open(args.json_path, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from tritune.search_space import PagedAttentionConfig
+
+    if not args.dry and not torch.cuda.is_available():
+        raise ValueError("no CUDA device: run on a GPU, or pass --dry for the CPU pipeline check")
+    base = DRY if args.dry else FULL
+    device = torch.device("cpu" if args.dry else "cuda")
+    batches = args.batches or base["batches"]
+    contexts = args.contexts or base["contexts"]
+    heads = [_parse_heads(h) for h in args.heads] if args.heads else base["heads"]
+    head_dim = args.head_dim or base["head_dim"]
+    block_size = args.block_size or base["block_size"]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    forced = _parse_config(args.config, PagedAttentionConfig) if args.config else None
+    copy_gbps = _copy_bandwidth(device, args)
+    notes: list[str] = []
+    points: list[Point] = []
+    plan = [(h, b, c) for h in heads for b in batches for c in contexts]
+    for (hq, hkv), batch, ctx in _progress(plan, "paged_bench"):
+        elt = dtype.itemsize
+        kv_bytes = 2 * batch * ctx * hkv * head_dim * elt
+        point = Point(batch, ctx, hq, hkv, head_dim, block_size, args.dtype,
+                      float(kv_bytes + 2 * batch * hq * head_dim * elt))
+        label = f"B={batch} ctx={ctx} Hq/Hkv={hq}/{hkv}"
+        budget = _memory_budget(device)
+        if kv_bytes * 1.1 > budget:
+            notes.append(f"skipped {label}: the cache needs {kv_bytes / 1e9:.1f} GB, {budget / 1e9:.1f} GB usable")
+            continue
+        x = make_bench_inputs(batch, ctx, hq, hkv, head_dim, block_size, dtype, device, seed=batch * 7 + ctx)
+        for name in args.backends:
+            fn, why = _backend(name, x, forced, point, kv_bytes, _memory_budget(device))
+            if fn is None:
+                notes.append(f"{name} {label}: {why}")
+                continue
+            ok, message = _check(fn, x)
+            if not ok:
+                notes.append(f"{name} {label}: wrong result, not timed ({message})")
+                continue
+            ms = _time(fn, args.dry, args.warmup, args.rep)
+            point.us[name] = ms * 1e3
+            point.gbps[name] = point.bytes / (ms * 1e-3) / 1e9
+            point.copy_fraction[name] = point.gbps[name] / copy_gbps if copy_gbps else None
+        points.append(point)
+        del x
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return {
+        "benchmark": "paged_attention_decode",
+        "bytes_formula": "2*B*ctx*Hkv*D*elt (K and V once per KV head) + 2*B*Hq*D*elt (Q and O)",
+        "timing": "median of triton.testing.do_bench" if not args.dry else "wall clock, interpreter (meaningless)",
+        "copy_bandwidth_gbps": copy_gbps,
+        "copy_bandwidth_method": "device-to-device copy of 1 GiB, 2 bytes moved per byte, do_bench median"
+                                 if not args.dry else "CPU copy (meaningless)",
+        "dry": bool(args.dry),
+        "environment": _environment(args.dry),
+        "points": [asdict(p) for p in points],
+        "notes": notes,
+    }
+
+
+def make_bench_inputs(batch: int, ctx: int, hq: int, hkv: int, head_dim: int, block_size: int, dtype: Any,
+                      device: Any, seed: int) -> dict[str, Any]:
+    """Random q and cache generated on the device; pages from a permutation of a pool 1/16 larger."""
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(seed)
+    per_seq = -(-ctx // block_size)
+    pool = batch * per_seq + max(1, batch * per_seq // 16)
+    shape = (pool, block_size, hkv, head_dim)
+    k_cache = torch.empty(shape, dtype=dtype, device=device).normal_(generator=gen)
+    v_cache = torch.empty(shape, dtype=dtype, device=device).normal_(generator=gen)
+    perm = torch.randperm(pool, generator=gen, device=device)
+    table = perm[: batch * per_seq].view(batch, per_seq).to(torch.int32)
+    q = torch.empty((batch, hq, head_dim), dtype=dtype, device=device).normal_(generator=gen)
+    lens = torch.full((batch,), ctx, dtype=torch.int32, device=device)
+    return {"q": q, "k_cache": k_cache, "v_cache": v_cache, "block_table": table, "seq_lens": lens,
+            "scale": head_dim ** -0.5}
+
+
+def _gather(x: dict[str, Any], ctx: int) -> tuple[Any, Any]:
+    """Contiguous ``[B, Hkv, ctx, D]`` K and V from the pages (every sequence holds ``ctx``
+    tokens; passed in, so the timed call never synchronizes to read ``seq_lens``)."""
+    table = x["block_table"].long()
+    k = x["k_cache"][table].flatten(1, 2)[:, :ctx].transpose(1, 2)
+    v = x["v_cache"][table].flatten(1, 2)[:, :ctx].transpose(1, 2)
+    return k, v
+
+
+def _backend(name: str, x: dict[str, Any], forced: Any, point: Point, kv_bytes: float,
+             free: float) -> tuple[Callable[[], Any] | None, str]:
+    import torch
+    import torch.nn.functional as F
+
+    if name == "tritune":
+        from tritune import runtime
+        from tritune.kernels.paged_attention import launch
+        from tritune.search_space import PagedAttentionSpec
+
+        if forced is not None:
+            config, rule = forced, "forced"
+        else:
+            spec = PagedAttentionSpec(point.batch, point.heads_q, point.heads_kv, point.head_dim, point.context,
+                                      point.block_size, point.dtype)
+            sel = runtime.select(spec, x["q"].device)
+            config, rule = sel.config, sel.rule
+        point.config, point.config_rule = config.to_dict(), rule
+        out = torch.empty_like(x["q"])
+        return (lambda: launch(x, config, out=out)), ""
+    need = kv_bytes * (2 if name == "sdpa_contiguous" else 1)
+    if need > free:
+        return None, f"skipped: needs {need / 1e9:.1f} GB more device memory, {max(free, 0) / 1e9:.1f} GB free"
+    gqa = point.heads_q != point.heads_kv
+    q = x["q"][:, :, None]
+
+    def sdpa(k, v):
+        return F.scaled_dot_product_attention(q, k, v, scale=x["scale"], enable_gqa=gqa)[:, :, 0]
+
+    if name == "sdpa_gather":
+        return (lambda: sdpa(*_gather(x, point.context))), ""
+    k, v = (t.contiguous() for t in _gather(x, point.context))
+    return (lambda: sdpa(k, v)), ""
+
+
+def _check(fn: Callable[[], Any], x: dict[str, Any], samples: int = 3) -> tuple[bool, str]:
+    """The dtype rule on sampled sequences: fp32 reference vs the same math in the input dtype."""
+    import torch
+    from tritune.kernels import compare
+    from tritune.kernels.paged_attention import reference
+
+    out = fn()
+    batch = out.shape[0]
+    idx = sorted({0, batch - 1, batch // 2}) if batch > 1 else [0]
+    sub = {**x, "q": x["q"][idx], "block_table": x["block_table"][idx], "seq_lens": x["seq_lens"][idx]}
+    verdict = compare(out[idx], reference(sub, torch.float32), reference(sub, x["q"].dtype))
+    return verdict.ok, verdict.message or ""
+
+
+def _time(fn: Callable[[], Any], dry: bool, warmup: int, rep: int) -> float:
+    if dry:
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+    import triton
+
+    return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+
+
+def _copy_bandwidth(device: Any, args: argparse.Namespace) -> float:
+    """GB/s of a large copy on ``device`` (read + write counted), the ceiling decode aims at."""
+    import torch
+
+    size = (1 << 30) if device.type == "cuda" else (1 << 24)
+    src = torch.empty(size, dtype=torch.uint8, device=device).random_(0, 256)
+    dst = torch.empty_like(src)
+    ms = _time(lambda: dst.copy_(src), args.dry, args.warmup, args.rep)
+    return 2 * size / (ms * 1e-3) / 1e9
+
+
+def _memory_budget(device: Any) -> float:
+    import torch
+
+    if device.type != "cuda":
+        return float(1 << 34)
+    free, _ = torch.cuda.mem_get_info(device)
+    return MEMORY_FRACTION * free
+
+
+def _parse_heads(text: str) -> tuple[int, int]:
+    try:
+        hq, hkv = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--heads item {text!r} is not Hq/Hkv (e.g. 32/8)") from None
+    if hkv < 1 or hq % hkv:
+        raise ValueError(f"--heads {text}: Hq must be a multiple of Hkv")
+    return hq, hkv
+
+
+def _parse_config(text: str, config_type: Any) -> Any:
+    values: dict[str, Any] = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise ValueError(f"--config item {item!r} is not key=value")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        values[key] = int(raw)
+    return config_type.from_dict(values)
+
+
+def _environment(dry: bool) -> dict[str, Any]:
+    import torch
+    import triton
+
+    env = {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
+           "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    env["device"] = torch.cuda.get_device_name() if not dry and torch.cuda.is_available() else "cpu (Triton interpreter)"
+    return env
+
+
+def _progress(items: list, desc: str) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return items
+    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    env = result["environment"]
+    lines = [
+        f"Paged-attention decode, {env['device']}, torch {env['torch']}, triton {env['triton']}, {env['date']}"
+        + (" (DRY RUN: times meaningless)" if result["dry"] else ""),
+        f"Bytes = {result['bytes_formula']}; {result['timing']}. Copy bandwidth "
+        f"{result['copy_bandwidth_gbps']:.0f} GB/s ({result['copy_bandwidth_method']}).",
+        "",
+        "| B | ctx | Hq/Hkv | MB | tritune us | GB/s | of copy | gather+SDPA us | GB/s | SDPA (contig.) us | "
+        "speedup vs gather+SDPA | config (rule) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in result["points"]:
+        us, gbps, frac = p["us"], p["gbps"], p["copy_fraction"]
+        cfg = ",".join(f"{k}={v}" for k, v in p["config"].items())
+        lines.append(
+            f"| {p['batch']} | {p['context']} | {p['heads_q']}/{p['heads_kv']} | {p['bytes'] / 1e6:.1f} | "
+            f"{_fmt(us.get('tritune'))} | {_fmt(gbps.get('tritune'))} | {_pct(frac.get('tritune'))} | "
+            f"{_fmt(us.get('sdpa_gather'))} | {_fmt(gbps.get('sdpa_gather'))} | {_fmt(us.get('sdpa_contiguous'))} | "
+            f"{_ratio(us.get('sdpa_gather'), us.get('tritune'))} | {cfg} ({p['config_rule']}) |")
+    for note in result["notes"]:
+        lines.append(f"\n- {note}")
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else (f"{x:.1f}" if x >= 1 else f"{x:.2g}")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}x"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

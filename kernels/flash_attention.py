@@ -1,0 +1,438 @@
+"""FlashAttention forward: one tunable Triton template, its launcher, reference and family.
+
+The kernel follows the shape of Triton's fused-attention tutorial: each program owns BLOCK_M
+query rows of one (batch, query head), keeps them in registers, and streams the keys and values
+of the matching KV head in BLOCK_N tiles with an online softmax in base 2 (fp32 accumulation).
+
+What it covers beyond the tutorial:
+
+- GQA/MQA: query head h reads KV head ``h // (Hq // Hkv)``; K/V are never repeated.
+- Any Sq and Skv (not multiples of a block), any strides, head dims 32..256 (padded to the next
+  power of two with masked loads), fp16/bf16/fp32 inputs, an optional log-sum-exp output.
+- Causal aligned bottom-right (query i sees keys j <= i + Skv - Sq, as flash-attn >= 2.1);
+  tiles past the diagonal are never visited; query rows that see no key at all give 0 (LSE -inf).
+- ``split_diag`` (tunable): one loop over the tiles every row of the block sees in full, with no
+  masking code at all, then a short masked loop over the diagonal (and ragged tail) tiles.
+  Without it, one loop masks every tile: less code, fewer registers, more ALU per tile.
+- ``use_tma`` (tunable, where Triton has tensor descriptors): Q/K/V/O move through 4-D tensor
+  descriptors, which Hopper backs with TMA copies; out-of-range rows and the padded head dim are
+  zero-filled by the descriptor instead of masked loads.
+
+Interpreter note: ``tl.dot`` on two bfloat16 tensors is wrong under ``TRITON_INTERPRET=1``
+(triton-lang/triton#11584). The launcher sets ``DOT_FP32`` only when interpreting, which upcasts
+the dot operands to fp32; the GPU code path never sees it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from tritune.search_space import FlashAttentionConfig, FlashAttentionSpec, interpreting
+from tritune.search_space.flash_attention import padded_head_dim, tma_supported
+
+from ._compile import CompileReport, compile_for_target
+from ._family import TORCH_DTYPES, KernelFamily, Verification, compare, source_hash
+
+try:  # host-side tensor descriptors: triton >= 3.4 (the GPU image has 3.6)
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older triton
+    TensorDescriptor = None
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _load_tile(base, desc, desc_b, desc_h, row0, n_rows, stride_r, stride_d,
+               ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+               CHECK_ROWS: tl.constexpr, USE_TMA: tl.constexpr):
+    """A [ROWS, BLOCK_D] tile starting at row ``row0``; rows >= n_rows and d >= HEAD_DIM read 0."""
+    if USE_TMA:
+        tile = desc.load([desc_b, desc_h, row0, 0]).reshape(ROWS, BLOCK_D)
+    else:
+        offs_r = row0 + tl.arange(0, ROWS)
+        offs_d = tl.arange(0, BLOCK_D)
+        ptrs = base + offs_r[:, None] * stride_r + offs_d[None, :] * stride_d
+        if CHECK_ROWS:
+            if HEAD_DIM == BLOCK_D:
+                tile = tl.load(ptrs, mask=offs_r[:, None] < n_rows, other=0.0)
+            else:
+                tile = tl.load(ptrs, mask=(offs_r[:, None] < n_rows) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        else:
+            if HEAD_DIM == BLOCK_D:
+                tile = tl.load(ptrs)
+            else:
+                tile = tl.load(ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+    return tile
+
+
+@triton.jit
+def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
+                stride_kn, stride_kd, stride_vn, stride_vd,
+                offs_m, lo, hi, kv_lo, kv_hi, causal_shift, qk_scale,
+                BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                MASKED: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
+                DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Online-softmax update of (acc, l_i, m_i) over key tiles [lo, hi).
+
+    Visible keys are [kv_lo, kv_hi) (kv_lo is 0 unless ``WINDOW``), and with ``CAUSAL`` only
+    keys j <= row + causal_shift. ``MASKED`` tiles may hold invisible keys; unmasked tiles are
+    fully visible to every row of the block, so they skip all masking code.
+    """
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        k = _load_tile(k_base, k_desc, off_b, off_hkv, start_n, kv_hi, stride_kn, stride_kd,
+                       BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
+        if DOT_FP32:
+            qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=DOT_PRECISION)
+        else:
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        qk = qk * qk_scale
+        if MASKED:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            keep = offs_n[None, :] < kv_hi
+            if WINDOW:
+                keep = keep & (offs_n[None, :] >= kv_lo)
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None] + causal_shift)
+            qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        if MASKED:
+            # A row that has seen no visible key yet keeps m = -inf; shift by 0 so that
+            # exp2(-inf - -inf) never produces NaN.
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_use = m_new
+        p = tl.math.exp2(qk - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = _load_tile(v_base, v_desc, off_b, off_hkv, start_n, kv_hi, stride_vn, stride_vd,
+                       BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
+        if DOT_FP32:
+            acc = tl.dot(p, v.to(tl.float32), acc, input_precision=DOT_PRECISION)
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd(
+    Q, K, V, Out, LSE, KV_WINDOW,
+    qk_scale,  # softmax scale * log2(e): the kernel works in base 2
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    heads_q, group, seq_q, seq_kv,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SPLIT_DIAG: tl.constexpr, USE_TMA: tl.constexpr,
+    STORE_LSE: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    if CAUSAL:
+        # The last query blocks see the most keys: start them first so the tail of the grid
+        # is short blocks, not long ones.
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    pid_bh = tl.program_id(1)
+    off_b = pid_bh // heads_q
+    off_h = pid_bh % heads_q
+    off_hkv = off_h // group
+
+    if USE_TMA:  # descriptors carry the (batch, head) offsets themselves
+        q_base = Q
+        k_base = K
+        v_base = V
+    else:
+        q_base = Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
+        k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
+        v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = _load_tile(q_base, Q, off_b, off_h, start_m, seq_q, stride_qm, stride_qd,
+                   BLOCK_M, HEAD_DIM, BLOCK_D, True, USE_TMA)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    if WINDOW:
+        # Per-batch visible keys [kv_lo, kv_hi) and causal shift (padded batches, KV caches
+        # with empty slots): int32 triples in KV_WINDOW.
+        kv_lo = tl.load(KV_WINDOW + off_b * 3)
+        kv_hi = tl.load(KV_WINDOW + off_b * 3 + 1)
+        causal_shift = tl.load(KV_WINDOW + off_b * 3 + 2)
+    else:
+        kv_lo = 0
+        kv_hi = seq_kv
+        causal_shift = seq_kv - seq_q  # bottom-right alignment: row i sees keys j <= i + shift
+    if CAUSAL:
+        last_row = tl.minimum(start_m + BLOCK_M, seq_q) - 1
+        hi = tl.minimum(kv_hi, last_row + causal_shift + 1)  # keys any row of the block sees
+        full = tl.minimum(kv_hi, start_m + causal_shift + 1)  # keys every row of the block sees
+    else:
+        hi = kv_hi
+        full = kv_hi
+    # Tile boundaries: [start, mid) masked (a window starting inside a tile), [mid, full)
+    # unmasked, [full, hi) masked (causal diagonal, ragged end).
+    start = kv_lo // BLOCK_N * BLOCK_N
+    mid = tl.cdiv(kv_lo, BLOCK_N) * BLOCK_N
+    full = tl.maximum(full // BLOCK_N * BLOCK_N, mid)
+
+    if SPLIT_DIAG:
+        if WINDOW:
+            acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+                                        stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, start, tl.minimum(mid, hi), kv_lo, kv_hi, causal_shift,
+                                        qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
+                                        USE_TMA, DOT_FP32, DOT_PRECISION)
+        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+                                    stride_kn, stride_kd, stride_vn, stride_vd,
+                                    offs_m, mid, full, kv_lo, kv_hi, causal_shift,
+                                    qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, WINDOW,
+                                    USE_TMA, DOT_FP32, DOT_PRECISION)
+        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+                                    stride_kn, stride_kd, stride_vn, stride_vd,
+                                    offs_m, full, hi, kv_lo, kv_hi, causal_shift,
+                                    qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
+                                    USE_TMA, DOT_FP32, DOT_PRECISION)
+    else:
+        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+                                    stride_kn, stride_kd, stride_vn, stride_vd,
+                                    offs_m, start, hi, kv_lo, kv_hi, causal_shift,
+                                    qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
+                                    USE_TMA, DOT_FP32, DOT_PRECISION)
+
+    # Rows that saw no key (causal with Sq > Skv, empty windows) have l = 0: their output is 0, LSE -inf.
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    if STORE_LSE:
+        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+        tl.store(LSE + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+    if USE_TMA:
+        Out.store([off_b, off_h, start_m, 0], out.to(Out.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
+    else:
+        offs_d = tl.arange(0, BLOCK_D)
+        o_base = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh
+        o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < HEAD_DIM))
+
+
+# --------------------------------------------------------------------------------------------
+# Launcher
+# --------------------------------------------------------------------------------------------
+def _tma_eligible(*tensors: torch.Tensor) -> bool:
+    """Tensor descriptors need a 16-byte aligned base, 16-byte aligned strides and stride(-1) 1."""
+    for t in tensors:
+        elt = t.element_size()
+        if t.stride(-1) != 1 or t.data_ptr() % 16:
+            return False
+        if any((s * elt) % 16 for s in t.stride()[:-1]):
+            return False
+    return True
+
+
+def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.Tensor | None = None,
+           lse: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the template with exactly ``config``.
+
+    ``inputs``: ``q`` [B, Hq, Sq, D], ``k``/``v`` [B, Hkv, Skv, D] (any strides), ``causal``
+    (bool), ``scale`` (float or None for 1/sqrt(D)), optionally ``kv_window``: contiguous int32
+    [B, 3] rows (lo, hi, shift) saying that batch b sees keys lo <= j < hi and, when causal,
+    row i sees keys j <= i + shift (default: 0, Skv, Skv - Sq). ``out`` (same shape as q, any strides) and
+    ``lse`` (contiguous fp32 [B, Hq, Sq]) are optional outputs to write into. Shapes are assumed
+    checked by the caller (``tritune.flash_attention`` validates user input).
+    """
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    causal = bool(inputs.get("causal", False))
+    scale = inputs.get("scale")
+    batch, heads_q, seq_q, head_dim = q.shape
+    heads_kv, seq_kv = k.shape[1], k.shape[2]
+    if scale is None:
+        scale = 1.0 / math.sqrt(head_dim)
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if out.numel() == 0:
+        return out
+    block_d = padded_head_dim(head_dim)
+    interp = interpreting()
+    use_tma = bool(config.use_tma) and TensorDescriptor is not None and _tma_eligible(q, k, v, out)
+    if use_tma:
+        q_arg = TensorDescriptor.from_tensor(q, [1, 1, config.block_m, block_d])
+        k_arg = TensorDescriptor.from_tensor(k, [1, 1, config.block_n, block_d])
+        v_arg = TensorDescriptor.from_tensor(v, [1, 1, config.block_n, block_d])
+        o_arg = TensorDescriptor.from_tensor(out, [1, 1, config.block_m, block_d])
+    else:
+        q_arg, k_arg, v_arg, o_arg = q, k, v, out
+    store_lse = lse is not None
+    lse_arg = lse if store_lse else q  # never touched when STORE_LSE is off
+    window = inputs.get("kv_window")
+    window_arg = window if window is not None else q  # never touched when WINDOW is off
+    grid = (triton.cdiv(seq_q, config.block_m), batch * heads_q)
+    _attn_fwd[grid](
+        q_arg, k_arg, v_arg, o_arg, lse_arg, window_arg,
+        float(scale) * LOG2E,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        heads_q, heads_q // heads_kv, seq_q, seq_kv,
+        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        CAUSAL=causal, WINDOW=window is not None, SPLIT_DIAG=bool(config.split_diag), USE_TMA=use_tma, STORE_LSE=store_lse,
+        DOT_FP32=interp and q.dtype == torch.bfloat16,
+        DOT_PRECISION="ieee" if (interp or q.dtype == torch.float32) else "tf32",
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reference
+# --------------------------------------------------------------------------------------------
+def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
+                   scale: float | None, dtype: torch.dtype, kv_window: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain attention in ``dtype`` (float64 for the reference, the input dtype for the baseline).
+
+    Returns (out [B, Hq, Sq, D] in ``dtype``, lse [B, Hq, Sq] float32). Same semantics as the
+    kernel: GQA by head grouping, bottom-right causal (or the window's shift), keys outside the
+    window invisible, rows without visible keys give 0 / -inf.
+    """
+    batch, heads_q, seq_q, head_dim = q.shape
+    heads_kv, seq_kv = k.shape[1], k.shape[2]
+    if scale is None:
+        scale = 1.0 / math.sqrt(head_dim)
+    group = heads_q // heads_kv
+    qd = q.to(dtype)
+    kd = k.to(dtype).repeat_interleave(group, dim=1)
+    vd = v.to(dtype).repeat_interleave(group, dim=1)
+    scores = torch.matmul(qd, kd.transpose(-1, -2)) * scale
+    i = torch.arange(seq_q, device=q.device)[None, :, None]
+    j = torch.arange(seq_kv, device=q.device)[None, None, :]
+    if kv_window is not None:
+        lo, hi, shift = (kv_window[:, c].long().to(q.device)[:, None, None] for c in range(3))
+        visible = (j >= lo) & (j < hi)
+    else:
+        shift = seq_kv - seq_q
+        visible = torch.ones(1, seq_q, seq_kv, dtype=torch.bool, device=q.device)
+    if causal:
+        visible = visible & (j <= i + shift)
+    scores = scores.masked_fill(~visible[:, None], float("-inf"))
+    lse = torch.logsumexp(scores.float(), dim=-1)
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no visible key -> 0
+    return torch.matmul(probs, vd), lse
+
+
+def _math(inputs: Mapping[str, Any], dtype: torch.dtype) -> torch.Tensor:
+    out, _ = attention_math(inputs["q"], inputs["k"], inputs["v"], causal=bool(inputs.get("causal", False)),
+                            scale=inputs.get("scale"), dtype=dtype, kv_window=inputs.get("kv_window"))
+    return out
+
+
+def reference(inputs: Mapping[str, Any]) -> torch.Tensor:
+    """float64 reference output (fp32 on devices without float64)."""
+    return _math(inputs, torch.float64 if inputs["q"].device.type == "cpu" else torch.float32)
+
+
+def baseline(inputs: Mapping[str, Any]) -> torch.Tensor:
+    """The same math done by PyTorch in the input dtype: the yardstick of the tolerance rule."""
+    return _math(inputs, inputs["q"].dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Family
+# --------------------------------------------------------------------------------------------
+def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) -> tuple[dict, dict]:
+    """(signature, constexprs) of ``_attn_fwd`` for an AOT compile of ``config`` on ``spec``.
+
+    Mirrors a launch on contiguous inputs: the innermost strides are the constant 1 that
+    Triton's specialization sees at run time.
+    """
+    elt = spec.dtype
+    block_d = padded_head_dim(spec.head_dim)
+    if config.use_tma:
+        rows = {"Q": config.block_m, "K": config.block_n, "V": config.block_n, "Out": config.block_m}
+        sig: dict[str, str] = {n: f"tensordesc<{elt}[1, 1, {r}, {block_d}]>" for n, r in rows.items()}
+    else:
+        sig = {n: f"*{elt}" for n in ("Q", "K", "V", "Out")}
+    sig["LSE"] = "*fp32"
+    sig["KV_WINDOW"] = "*i32"
+    sig["qk_scale"] = "fp32"
+    constexprs: dict[str, Any] = {}
+    for t in "qkvo":
+        for dim in ("b", "h", "m" if t in "qo" else "n"):
+            sig[f"stride_{t}{dim}"] = "i32"
+        sig[f"stride_{t}d"] = "constexpr"
+        constexprs[f"stride_{t}d"] = 1
+    for n in ("heads_q", "group", "seq_q", "seq_kv"):
+        sig[n] = "i32"
+    constexprs.update(
+        HEAD_DIM=spec.head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n, CAUSAL=spec.causal, WINDOW=False, SPLIT_DIAG=bool(config.split_diag), USE_TMA=bool(config.use_tma),
+        STORE_LSE=False, DOT_FP32=False, DOT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32",
+    )
+    for n in constexprs:
+        sig[n] = "constexpr"
+    return {n: sig[n] for n in _attn_fwd.arg_names}, constexprs
+
+
+# Arguments Triton's launch-time specialization marks as divisible by 16 for typical shapes
+# (aligned pointers, strides that are multiples of 16 elements).
+ALIGNED_ARGS = ("Q", "K", "V", "Out", "LSE", "stride_qb", "stride_qh", "stride_qm", "stride_kb", "stride_kh",
+                "stride_kn", "stride_vb", "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_om")
+
+
+class FlashAttentionFamily(KernelFamily):
+    name = "flash_attention"
+    spec_type = FlashAttentionSpec
+    module_name = __name__
+
+    def make_inputs(self, spec: FlashAttentionSpec, device: torch.device | str, seed: int) -> dict[str, Any]:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        dtype = TORCH_DTYPES[spec.dtype]
+
+        def draw(heads: int, seq: int) -> torch.Tensor:
+            # Fresh normal draws never hit exact zeros; moved to the device after drawing so
+            # the values do not depend on the device's generator.
+            t = torch.randn(spec.batch, heads, seq, spec.head_dim, generator=gen, dtype=torch.float32)
+            return t.to(device=device, dtype=dtype)
+
+        return {"q": draw(spec.heads_q, spec.seq_q), "k": draw(spec.heads_kv, spec.seq_kv),
+                "v": draw(spec.heads_kv, spec.seq_kv), "causal": spec.causal, "scale": None}
+
+    def launch(self, inputs: Mapping[str, Any], config: FlashAttentionConfig,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        return launch(inputs, config, out=out)
+
+    def reference(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        return reference(inputs)
+
+    def verify(self, spec: FlashAttentionSpec, config: FlashAttentionConfig, device: torch.device | str,
+               seed: int) -> Verification:
+        inputs = self.make_inputs(spec, device, seed)
+        out = torch.full_like(inputs["q"], float("nan"))  # poisoned: an unwritten element fails
+        self.launch(inputs, config, out=out)
+        return compare(out, reference(inputs), baseline(inputs))
+
+    def compile(self, spec: FlashAttentionSpec, config: FlashAttentionConfig, arch: int = 90) -> CompileReport:
+        sig, constexprs = compile_signature(spec, config)
+        aligned = [a for a in ALIGNED_ARGS if not (config.use_tma and sig[a].startswith("tensordesc"))]
+        return compile_for_target(_attn_fwd, sig, constexprs, arch=arch, num_warps=config.num_warps,
+                                  num_stages=config.num_stages, source_hash=source_hash(__name__),
+                                  aligned=aligned)
+
+    def work(self, spec: FlashAttentionSpec) -> dict[str, float]:
+        return {"flops": spec.flops}
+
+
+FAMILY = FlashAttentionFamily()
+
+__all__ = ["FAMILY", "FlashAttentionFamily", "attention_math", "baseline", "launch", "reference", "tma_supported"]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepare a GPU run of the suite from a machine without a GPU (run from the repository root).
+#
+# The project's GPU machine has Python 3.12 with torch, triton and transformers, but no optuna or
+# sqlite-utils and no network. This script puts wheels for those (../shared/gpu/fetch-wheels.sh)
+# and a wheel of tritune itself into ./.whl (ignored by git), then prints the one command to run
+# there with `.whl` carried along. Everything the suite writes goes under $OUT.
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+cd "$root"
+fetch=${FETCH_WHEELS:-../shared/gpu/fetch-wheels.sh}
+if [ -x "$fetch" ] || [ -f "$fetch" ]; then
+  bash "$fetch" >/dev/null
+else
+  echo "no $fetch: put optuna/sqlite-utils wheels for Python 3.12 into .whl yourself" >&2
+fi
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+rm -f .whl/tritune-*.whl
+python3 -m pip wheel -q --no-deps --no-build-isolation -w .whl .
+ls -la .whl
+cat <<'CMD'
+
+Run on the GPU machine (carry: [".whl"]):
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && cd /tmp && python3 -m tritune.bench.gpu_suite --out /tmp/tritune-suite --budget-s 540 --pack $OUT/suite.tar.gz
+
+The same command again, while the machine is still warm, continues where the first stopped
+(/tmp/tritune-suite survives between calls on one machine; $OUT does not). Unpack each returned
+suite.tar.gz into data/gpu_runs/ here and commit it, naming the card and the date.
+CMD

@@ -1,0 +1,67 @@
+import itertools
+import os
+
+import pytest
+
+from tritune.search_space import Hardware, Landscape, load_landscapes, write_landscape
+
+
+@pytest.fixture(scope="module")
+def conv(kernel_tuner_cache):
+    return Landscape.load(os.path.join(kernel_tuner_cache, "convolution_milo", "A100.json.gz"))
+
+
+def test_kernel_tuner_file(conv):
+    assert conv.hardware.name == "NVIDIA A100-PCIE-40GB"
+    assert len(conv) == 4362 and conv.space.cartesian_size == 10240
+    best = min((e for e in conv if e.time_ms is not None), key=lambda e: e.time_ms)
+    assert conv.optimum_ms == best.time_ms
+    assert conv.space.is_valid(best.values)
+    assert conv.fraction_of_optimum(best.time_ms) == 1.0
+    failed = [e for e in conv if e.time_ms is None]
+    assert failed and all(e.status == "failed" and e.error.endswith("FailedConfig") for e in failed)
+    assert all(e.cost_ms > 0 for e in list(conv)[:50])
+
+
+def test_absent_configs_are_invalid(conv):
+    names = conv.space.names
+    combos = itertools.product(*(p.values for p in conv.space.params))
+    absent = next(dict(zip(names, c)) for c in combos if conv.lookup(dict(zip(names, c))) is None)
+    assert conv.lookup(absent) is None
+    assert "not in the recording" in conv.space.validate(absent)[0]
+
+
+def test_amd_file_without_device_name_gets_hardware_from_file_name(kernel_tuner_cache):
+    lands = load_landscapes([os.path.join(kernel_tuner_cache, "dedispersion_milo")])
+    names = {ls.hardware.name for ls in lands}
+    assert "AMD Instinct MI250X" in names and len(lands) == 6
+    assert len({ls.group for ls in lands}) == 6
+
+
+def test_records(conv):
+    recs = conv.records()
+    assert len(recs) == len(conv)
+    assert {r.group for r in recs} == {conv.group}
+    assert sum(r.time_ms is None for r in recs) == sum(e.time_ms is None for e in conv)
+
+
+def test_write_and_read_back(tmp_path):
+    hw = Hardware.from_spec("H100", "3.6.0")
+    results = [({"a": 1, "b": 2}, 0.5, None, {"compile_time": 900.0}), ({"a": 2, "b": 2}, None, "CompilationFailedConfig", {})]
+    path = write_landscape(tmp_path / "x.json.gz", kernel="flash_attention", kernel_name="attn_fwd",
+                           spec={"batch": 1}, hardware=hw, params={"a": (1, 2), "b": (2,)}, results=results)
+    ls = Landscape.load(path)
+    assert ls.hardware == hw and ls.kernel == "flash_attention" and ls.spec == {"batch": 1}
+    assert ls.lookup({"a": 1, "b": 2}).time_ms == 0.5 and ls.lookup({"a": 1, "b": 2}).cost_ms == 900.0
+    assert ls.lookup({"a": 2, "b": 2}).status == "failed"
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Landscape.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not \\(gzipped\\) JSON"):
+        Landscape.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="lacks 'tune_params_keys'"):
+        Landscape.load(tmp_path / "other.json")

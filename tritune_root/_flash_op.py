@@ -1,0 +1,126 @@
+"""``tritune.flash_attention``: the tuned FlashAttention forward as a drop-in op.
+
+The public function checks its arguments (errors name the argument and the fix), builds the
+problem spec from the shapes, asks the runtime for the tuned config of this device, and calls
+the ``tritune::flash_attention`` torch operator, whose fake implementation lets torch.compile
+trace through it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from tritune import runtime
+from tritune.kernels import flash_attention as _fa
+from tritune.search_space import FlashAttentionSpec, interpreting
+
+_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+MAX_HEAD_DIM = FlashAttentionSpec.MAX_HEAD_DIM
+
+
+@functools.lru_cache(maxsize=4096)
+def _spec(batch: int, heads_q: int, heads_kv: int, seq_q: int, seq_kv: int, head_dim: int,
+          dtype: str, causal: bool) -> FlashAttentionSpec:
+    return FlashAttentionSpec(batch, heads_q, heads_kv, seq_q, seq_kv, head_dim, dtype, causal)
+
+
+def _lse_shape(q: torch.Tensor, return_lse: bool) -> tuple[int, ...]:
+    return tuple(q.shape[:3]) if return_lse else (0,)
+
+
+@torch.library.custom_op("tritune::flash_attention", mutates_args=())
+def _flash_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_window: torch.Tensor | None,
+                        causal: bool, scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, heads_q, seq_q, head_dim = q.shape
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty(_lse_shape(q, return_lse), dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse.fill_(float("-inf"))
+    spec = _spec(batch, heads_q, k.shape[1], seq_q, k.shape[2], head_dim, _DTYPES[q.dtype], causal)
+    config = runtime.select(spec, q.device).config
+    inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": scale, "kv_window": kv_window}
+    _fa.launch(inputs, config, out=out,
+               lse=lse if return_lse else None)
+    return out, lse
+
+
+@_flash_attention_op.register_fake
+def _flash_attention_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_window: torch.Tensor | None,
+                          causal: bool, scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    out = q.new_empty(q.shape)
+    lse = q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
+    return out, lse
+
+
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                    scale: float | None = None, return_lse: bool = False,
+                    kv_window: torch.Tensor | None = None
+                    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention with the tuned Triton FlashAttention kernel.
+
+    q ``[B, Hq, Sq, D]``, k/v ``[B, Hkv, Skv, D]`` with ``Hq % Hkv == 0`` (GQA/MQA without
+    repeating K/V), any strides, fp16/bf16 (fp32 accepted), D up to 256. ``causal`` aligns the
+    mask bottom-right when Sq != Skv: query i sees keys j <= i + Skv - Sq (a query that sees no
+    key gets 0). ``scale`` defaults to 1/sqrt(D). Returns ``[B, Hq, Sq, D]`` in q's dtype, and
+    with ``return_lse`` also the log-sum-exp of the scaled scores ``[B, Hq, Sq]`` (fp32).
+
+    ``kv_window`` (padded batches, KV caches with empty slots): int32 ``[B, 3]`` rows
+    ``(lo, hi, shift)``; batch b sees only keys ``lo <= j < hi`` and, when causal, query i sees
+    keys ``j <= i + shift`` (the default is ``(0, Skv, Skv - Sq)``).
+    """
+    check_inputs(q, k, v)
+    if kv_window is not None:
+        kv_window = _check_window(kv_window, q)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    elif not isinstance(scale, int | float) or not math.isfinite(scale):
+        raise ValueError(f"scale={scale!r} must be a finite number (or None for 1/sqrt(head_dim))")
+    out, lse = torch.ops.tritune.flash_attention(q, k, v, kv_window, bool(causal), float(scale), bool(return_lse))
+    return (out, lse) if return_lse else out
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Raise ValueError naming the offending argument when q, k, v are not a valid call."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            layout = "[batch, heads_q, seq_q, head_dim]" if name == "q" else "[batch, heads_kv, seq_kv, head_dim]"
+            raise ValueError(f"{name} must be 4-D {layout}; got shape {tuple(t.shape)}")
+        if t.dtype not in _DTYPES:
+            raise ValueError(f"{name}.dtype={t.dtype} is not supported; use float16, bfloat16 or float32")
+    for name, t in (("k", k), ("v", v)):
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}; move all inputs to one device")
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name}.dtype={t.dtype} differs from q.dtype={q.dtype}; cast the inputs to one dtype")
+    if q.device.type != "cuda" and not interpreting():
+        raise ValueError(f"q is on {q.device}; tritune.flash_attention runs on CUDA GPUs "
+                         "(or on CPU with TRITON_INTERPRET=1 set before tritune is imported)")
+    if v.shape != k.shape:
+        raise ValueError(f"v.shape={tuple(v.shape)} must equal k.shape={tuple(k.shape)}")
+    if k.shape[0] != q.shape[0]:
+        raise ValueError(f"k.shape[0]={k.shape[0]} (batch) must equal q.shape[0]={q.shape[0]}")
+    head_dim = q.shape[3]
+    if k.shape[3] != head_dim:
+        raise ValueError(f"k.shape[3]={k.shape[3]} (head_dim) must equal q.shape[3]={head_dim}")
+    if not 1 <= head_dim <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim={head_dim} (q.shape[3]) is not supported; supported: 1..{MAX_HEAD_DIM}")
+    heads_q, heads_kv = q.shape[1], k.shape[1]
+    if heads_kv == 0 or heads_q % heads_kv:
+        raise ValueError(f"q.shape[1]={heads_q} (heads_q) must be a multiple of k.shape[1]={heads_kv} (heads_kv)")
+    if k.shape[2] == 0 and q.shape[2] > 0 and q.shape[0] > 0 and heads_q > 0:
+        raise ValueError("k has no keys (k.shape[2] == 0): attention over an empty sequence is undefined")
+
+
+def _check_window(kv_window: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    if not isinstance(kv_window, torch.Tensor) or kv_window.shape != (q.shape[0], 3):
+        shape = tuple(kv_window.shape) if isinstance(kv_window, torch.Tensor) else type(kv_window).__name__
+        raise ValueError(f"kv_window must be an int32 tensor of shape [batch, 3] = [{q.shape[0]}, 3]; got {shape}")
+    if kv_window.dtype != torch.int32 or kv_window.is_floating_point():
+        raise ValueError(f"kv_window.dtype={kv_window.dtype} must be torch.int32")
+    if kv_window.device != q.device:
+        raise ValueError(f"kv_window is on {kv_window.device} but q is on {q.device}")
+    return kv_window.contiguous()

@@ -1,0 +1,155 @@
+"""What to tune: problems from shapes, named presets, transformers model configs and landscapes.
+
+A kernel problem is tuned on its bucket's representative shape (sizes rounded up to the bucket's
+powers of two) and stored under the bucket key, so the config serves every shape in the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritune.search_space import Hardware, Landscape, ProblemSpec
+
+from ._backend import Problem
+from ._replay import landscape_problem
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named list of problems with a default budget, for one kind of device."""
+
+    name: str
+    description: str
+    device: str  # "cpu" (Triton interpreter) or "gpu"
+    problems: tuple[tuple[str, str], ...]  # (kernel, shape as key=value,...)
+    budget: int  # real evaluations per problem
+
+
+def _llm(name: str, model: str, hq: int, hkv: int, d: int, budget: int = 60) -> Preset:
+    prefill = tuple(("flash_attention", f"B=1,Hq={hq},Hkv={hkv},seq={s},D={d},dtype=bf16,causal=1")
+                    for s in (1024, 4096))
+    decode = tuple(("paged_attention", f"S={s},Hq={hq},Hkv={hkv},D={d},ctx=4096,block_size=16,dtype=bf16")
+                   for s in (1, 32))
+    return Preset(name, f"{model}: causal prefill at 1k and 4k tokens, decode of 1 and 32 sequences at 4k context "
+                  f"(Hq={hq}, Hkv={hkv}, D={d}, bf16)", "gpu", prefill + decode, budget)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("cpu-small", "one small causal prefill and one small decode for the Triton interpreter on CPU "
+           "(a couple of minutes on two cores; CPU timings are not GPU timings)", "cpu",
+           (("flash_attention", "B=1,Hq=2,Hkv=1,seq=64,D=32,dtype=fp16,causal=1"),
+            ("paged_attention", "S=2,Hq=2,Hkv=1,D=32,ctx=64,block_size=16,dtype=fp16")), 10),
+    _llm("llama3-8b", "Llama 3 8B / Mistral 7B", 32, 8, 128),
+    _llm("llama3-70b", "Llama 3 70B", 64, 8, 128),
+    _llm("qwen2.5-7b", "Qwen2.5 7B", 28, 4, 128),
+    _llm("gemma2-9b", "Gemma 2 9B", 16, 8, 256),
+    Preset("gpu-quick", "one causal prefill (Hq=32, Hkv=8, D=128, 4k tokens, bf16): the 60-second check", "gpu",
+           (("flash_attention", "B=1,Hq=32,Hkv=8,seq=4096,D=128,dtype=bf16,causal=1"),), 40),
+)}
+DEFAULT_CPU_PRESET = "cpu-small"
+DEFAULT_GPU_PRESET = "llama3-8b"
+
+
+def preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None
+
+
+def available_kernels(kernels: Iterable[str]) -> list[str]:
+    """The kernels whose family module exists in this installation."""
+    import importlib.util
+
+    from tritune.kernels import family_ref
+
+    out = []
+    for k in kernels:
+        try:
+            module = family_ref(k)[1]
+        except ValueError:
+            continue
+        if importlib.util.find_spec(module) is not None:
+            out.append(k)
+    return out
+
+
+def kernel_problem(kernel: str, spec: ProblemSpec, hardware: Hardware) -> Problem:
+    """The problem of tuning ``spec``'s bucket on ``hardware`` (on the representative shape)."""
+    from tritune.kernels import get_family, kernel_hash
+
+    family = get_family(kernel)
+    rep = spec.representative()
+    return Problem(kernel=kernel, space=family.space(rep, hardware), hardware=hardware, bucket=spec.bucket().key,
+                   spec=rep, kernel_hash=kernel_hash(kernel), label=f"{kernel}[{rep.describe()}]")
+
+
+def parse_shape(kernel: str, text: str | Sequence[str]) -> ProblemSpec:
+    """A spec of ``kernel`` from ``key=value`` items (the family's spec type, aliases allowed)."""
+    from tritune.kernels import get_family
+
+    return get_family(kernel).spec_type.parse(text)
+
+
+def preset_specs(name: str) -> list[tuple[str, ProblemSpec]]:
+    p = preset(name)
+    kernels = set(available_kernels({k for k, _ in p.problems}))
+    return [(k, parse_shape(k, shape)) for k, shape in p.problems if k in kernels]
+
+
+def model_config_specs(path: str | Path, *, prefill_seqs: Sequence[int] = (1024, 4096),
+                       decode_seqs: Sequence[int] = (1, 32), context: int = 4096) -> list[tuple[str, ProblemSpec]]:
+    """Prefill and decode problems for a transformers ``config.json`` (heads, KV heads, head dim)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    try:
+        cfg: Mapping[str, Any] = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--model-config {path}: file not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--model-config {path} is not a JSON config file: {exc}") from None
+    if "num_attention_heads" not in cfg and isinstance(cfg.get("text_config"), Mapping):
+        cfg = cfg["text_config"]  # multimodal configs nest the language model's
+    try:
+        hq = int(cfg["num_attention_heads"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"--model-config {path} has no num_attention_heads; is it a transformers config.json?") from None
+    hkv = int(cfg.get("num_key_value_heads") or hq)
+    d = cfg.get("head_dim")
+    if d is None:
+        if "hidden_size" not in cfg:
+            raise ValueError(f"--model-config {path} has neither head_dim nor hidden_size")
+        d = int(cfg["hidden_size"]) // hq
+    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16").replace("torch.", "")
+    if dtype not in ("float16", "bfloat16", "float32"):
+        dtype = "bfloat16"
+    out: list[tuple[str, ProblemSpec]] = []
+    kernels = set(available_kernels(["flash_attention", "paged_attention"]))
+    if "flash_attention" in kernels:
+        out += [("flash_attention", parse_shape("flash_attention", f"B=1,Hq={hq},Hkv={hkv},seq={s},D={d},dtype={dtype},causal=1"))
+                for s in prefill_seqs]
+    if "paged_attention" in kernels:
+        out += [("paged_attention", parse_shape(
+            "paged_attention", f"S={s},Hq={hq},Hkv={hkv},D={d},ctx={context},block_size=16,dtype={dtype}"))
+            for s in decode_seqs]
+    return out
+
+
+def landscape_problems(paths: Iterable[str | Path]) -> tuple[list[Problem], list[Landscape]]:
+    from tritune.search_space import load_landscapes
+
+    landscapes = load_landscapes(paths)
+    return [landscape_problem(ls) for ls in landscapes], landscapes
+
+
+def dedupe(problems: Iterable[Problem]) -> list[Problem]:
+    """One problem per (hardware, kernel, bucket): shapes of one bucket are tuned once."""
+    seen: dict[tuple[str, str, str], Problem] = {}
+    for p in problems:
+        seen.setdefault((p.hardware.key, p.kernel, p.bucket), p)
+    return list(seen.values())

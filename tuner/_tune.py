@@ -1,0 +1,357 @@
+"""``tune``: search each problem's space within a budget, storing every trial as it finishes.
+
+For each problem: open (or resume) its study, finish the trials a killed run left behind, seed it
+(advisor proposals and the family's default config, ranked by the cost model when given), add
+earlier measurements of the same problem as warm-start trials, then ask/measure/tell until the
+budget is spent. Each result goes to the tuning database first (trial uid ``study#number``, so
+a trial is stored once), then to the study, so a SIGKILL at any moment loses at most the
+measurements in flight and never causes a finished one to be measured again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tritune.db import Trial, TuningDB
+from tritune.search_space import Value, config_key
+
+from ._adapter import StrategySampler
+from ._backend import MeasureBackend, MeasureResult, Problem, Status
+from ._optuna_strategy import OptunaStrategy
+from ._progress import ProblemProgress
+from ._storage import make_storage, open_study, recover_stale_trials, study_name, worker_id
+from ._strategies import DEFAULT_STRATEGY, get_strategy
+from ._strategy import StrategyContext
+from ._study import (
+    Pending,
+    SpaceCodec,
+    StudyDriver,
+    config_from_trial,
+    evaluated,
+    result_from_trial,
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per problem: ``trials`` real measurements in the whole study (every worker together; a
+    global cap), and/or ``seconds`` of wall time for this process. None means no limit."""
+
+    trials: int | None = 20
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.trials is None and self.seconds is None:
+            raise ValueError("a budget needs trials or seconds (or both)")
+        if self.trials is not None and self.trials < 1:
+            raise ValueError(f"budget trials={self.trials} must be at least 1")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ValueError(f"budget seconds={self.seconds} must be positive")
+
+
+@dataclass
+class ProblemReport:
+    """What tuning one problem did. Times are ms; ``real_timing`` False means interpreter wall time."""
+
+    problem: Problem
+    study: str
+    strategy: str
+    evaluations: int = 0  # real measurements in the study (all workers, all runs)
+    measured_here: int = 0  # measurements made by this call
+    statuses: dict[str, int] = field(default_factory=dict)  # by this call, INVALID included
+    best_config: dict[str, Value] | None = None
+    best_ms: float | None = None
+    default_config: dict[str, Value] | None = None
+    default_ms: float | None = None
+    curve: list[tuple[int, float | None]] = field(default_factory=list)  # (evaluation, best so far)
+    wall_s: float = 0.0
+    stopped: str = ""
+    recovered: dict[str, int] = field(default_factory=dict)
+    warm_started: int = 0
+    real_timing: bool = True
+
+    @property
+    def failures(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s not in (Status.OK.value, Status.INVALID.value))
+
+    @property
+    def speedup_vs_default(self) -> float | None:
+        if self.best_ms and self.default_ms:
+            return self.default_ms / self.best_ms
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "problem": self.problem.name, "kernel": self.problem.kernel, "bucket": self.problem.bucket,
+            "hardware": self.problem.hardware.key, "study": self.study, "strategy": self.strategy,
+            "evaluations": self.evaluations, "measured_here": self.measured_here, "statuses": self.statuses,
+            "best_config": self.best_config, "best_ms": self.best_ms, "default_config": self.default_config,
+            "default_ms": self.default_ms, "speedup_vs_default": self.speedup_vs_default,
+            "real_timing": self.real_timing, "wall_s": round(self.wall_s, 2), "stopped": self.stopped,
+            "recovered_trials": self.recovered, "warm_started": self.warm_started,
+            "curve": [{"evaluation": n, "best_ms": b} for n, b in self.curve],
+        }
+
+
+@dataclass
+class TuneReport:
+    backend: str
+    real_timing: bool
+    db_path: str
+    storage: str
+    problems: list[ProblemReport] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backend": self.backend, "real_timing": self.real_timing, "db": self.db_path, "storage": self.storage,
+                "wall_s": round(self.wall_s, 2),
+                "timing_note": None if self.real_timing else
+                "CPU interpreter wall times: they rank configs on this machine only and are not GPU timings",
+                "problems": [p.to_json() for p in self.problems]}
+
+
+def tune(problems: Sequence[Problem], backend: MeasureBackend, *, budget: Budget = Budget(),
+         strategy: str = "default", seed: int = 0, db: TuningDB | str | None = None, storage: str | None = None,
+         advisor: Any = None, cost_model: Any = None, n_advisor_seeds: int = 8, warm_start: bool = True,
+         options: Mapping[str, Any] | None = None, progress: bool = True, stale_after_s: float = 3600.0,
+         study_prefix: str = "tritune",
+         on_result: Callable[[Problem, Mapping[str, Value], MeasureResult], None] | None = None) -> TuneReport:
+    """Tune every problem with ``backend``; returns what was found. See the module docstring.
+
+    ``advisor`` (an ``llm_advisor.Advisor``) proposes seeds; ``cost_model`` (a
+    ``cost_model.CostModel``) ranks them and is handed to strategies that use one (through
+    ``StrategyContext.options['cost_model']``). ``storage`` is an Optuna storage URL shared by
+    several workers (default: a journal file next to the database). Studies are named from
+    ``study_prefix`` and the problem, so the same call resumes them; a new prefix starts over.
+    """
+    strategy_name = DEFAULT_STRATEGY if strategy == "default" else strategy
+    get_strategy(strategy_name)  # unknown names fail before anything runs
+    own_db = not isinstance(db, TuningDB)
+    tdb = TuningDB(db) if own_db else db
+    started = time.monotonic()
+    report = TuneReport(backend=backend.name, real_timing=backend.real_timing, db_path=str(tdb.path),
+                        storage=storage or f"{tdb.path}.optuna.journal")
+    try:
+        optuna_storage = make_storage(storage, tdb.path)
+        for problem in problems:
+            # Workers sharing a study must not all propose the same sequence: mix in the worker.
+            job_seed = seed if storage is None else _worker_seed(seed)
+            job = _ProblemJob(problem, backend, tdb, optuna_storage, strategy=strategy_name, seed=job_seed,
+                              study_prefix=study_prefix,
+                              budget=budget, advisor=advisor, cost_model=cost_model, n_advisor_seeds=n_advisor_seeds,
+                              warm_start=warm_start, options=options or {}, progress=progress,
+                              stale_after_s=stale_after_s, on_result=on_result)
+            report.problems.append(job.run())
+    finally:
+        if own_db:
+            tdb.close()
+        _reload_runtime()
+    report.wall_s = time.monotonic() - started
+    return report
+
+
+def _worker_seed(seed: int) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}|{worker_id()}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _reload_runtime() -> None:
+    """Make this process's runtime see the new configs (the runtime sits above the tuner)."""
+    import importlib
+
+    try:
+        importlib.import_module("tritune.runtime").reload()
+    except (ImportError, AttributeError):
+        pass
+
+
+class _ProblemJob:
+    """The ask/measure/record/tell loop of one problem."""
+
+    def __init__(self, problem: Problem, backend: MeasureBackend, db: TuningDB, storage: Any, *, strategy: str,
+                 seed: int, study_prefix: str, budget: Budget, advisor: Any, cost_model: Any, n_advisor_seeds: int, warm_start: bool,
+                 options: Mapping[str, Any], progress: bool, stale_after_s: float,
+                 on_result: Callable[..., None] | None) -> None:
+        self.problem, self.backend, self.db, self.budget = problem, backend, db, budget
+        self.on_result = on_result
+        self.name = study_name(problem, strategy=strategy, backend=backend.name, prefix=study_prefix)
+        self.report = ProblemReport(problem, self.name, strategy, real_timing=backend.real_timing)
+        self.default = _default_config(problem)
+        self.report.default_config = self.default
+        seeds = self._seeds(advisor, cost_model, n_advisor_seeds)
+        cls = get_strategy(strategy)
+        context = StrategyContext(
+            hardware=problem.hardware, kernel=problem.kernel, problem=_problem_dict(problem),
+            train_records=tuple(self._train_records()) if cls.learns else (), seeds=tuple(seeds),
+            options={**options, "cost_model": cost_model, "advisor": advisor},
+        )
+        self.strategy = cls(problem.space, context, seed=seed)
+        codec = self.strategy.codec if isinstance(self.strategy, OptunaStrategy) else SpaceCodec(problem.space)
+        sampler = (self.strategy.make_sampler() if isinstance(self.strategy, OptunaStrategy)
+                   else StrategySampler(self.strategy, codec, seed=seed))
+        self.study = open_study(storage, self.name, sampler, problem)
+        self.driver = (self.strategy.make_driver(self.study, worker=worker_id())
+                       if isinstance(self.strategy, OptunaStrategy)
+                       else StudyDriver(self.study, problem.space, codec=codec, seed=seed, worker=worker_id()))
+        self.stale_after_s = stale_after_s
+        self.report.recovered = recover_stale_trials(self.driver, db, self.name, stale_after_s=stale_after_s)
+        self.driver.refresh()
+        self.driver.enqueue(seeds)
+        if warm_start:
+            self.report.warm_started = self.driver.warm_start(self._earlier_measurements())
+        self.concurrent = bool(getattr(self.strategy, "concurrent", False))
+        self.progress = ProblemProgress(problem.name, budget.trials, enabled=progress,
+                                        real_timing=backend.real_timing)
+
+    # --- setup -------------------------------------------------------------------------------
+    def _seeds(self, advisor: Any, cost_model: Any, k: int) -> list[dict[str, Value]]:
+        p = self.problem
+        seeds: list[dict[str, Value]] = []
+        if advisor is not None and k > 0:
+            for proposal in advisor.propose(p.hardware, p.kernel, _problem_dict(p), p.space, k):
+                seeds.append(dict(proposal.config))
+        if self.default is not None:
+            seeds.append(dict(self.default))
+        seeds = [s for s in {config_key(s): s for s in seeds}.values() if p.space.is_valid(s)]
+        if cost_model is not None and len(seeds) > 1:
+            scores = cost_model.predict(p.hardware, p.kernel, _problem_dict(p), p.space, seeds)
+            seeds = [s for _, s in sorted(zip(list(scores), seeds, strict=True), key=lambda t: t[0])]
+        return seeds
+
+    def _train_records(self) -> list[Any]:
+        group = f"{self.problem.hardware.key}|{self.problem.kernel}|{self.problem.bucket}"
+        return [r for r in self.db.records(kernel=self.problem.kernel) if r.group != group]
+
+    def _earlier_measurements(self) -> list[tuple[dict[str, Value], MeasureResult]]:
+        """This problem's trials from other studies (another strategy, an older run), same backend."""
+        p = self.problem
+        out = []
+        for row in self.db.trials(hardware=p.hardware.key, kernel=p.kernel, bucket=p.bucket):
+            if row["study"] == self.name or row["kernel_hash"] != p.kernel_hash or row["backend"] != self.backend.name:
+                continue
+            result = MeasureResult(Status(row["status"]), time_ms=row["time_ms"], error=row["error"],
+                                   cost_ms=row["cost_ms"] or 0.0, real_timing=bool(row["real_timing"]))
+            out.append((json.loads(row["config"]), result))
+        return out
+
+    # --- loop --------------------------------------------------------------------------------
+    def run(self) -> ProblemReport:
+        start = time.monotonic()
+        cap = self.budget.trials
+        self._sync_report()
+        self.progress.start(self.report.evaluations, self.report.best_ms)
+        lost = 0
+        try:
+            while True:
+                elapsed = time.monotonic() - start
+                if self.budget.seconds is not None and elapsed >= self.budget.seconds:
+                    self.report.stopped = "time budget"
+                    break
+                done, flight = self.driver.counts()
+                if cap is not None and done + flight >= cap:
+                    self.report.stopped = "trial budget" if flight == 0 else "trial budget (other workers finishing)"
+                    break
+                room = (cap - done - flight) if cap is not None else self.backend.batch_size
+                batch = self._ask(min(room, self.backend.batch_size if self.concurrent else 1), cap)
+                if batch is None:  # lost a race for the last slots: wait for the trials ahead
+                    lost += 1
+                    if lost % 25 == 0:  # ~5 s: trials ahead may belong to a dead worker
+                        recover_stale_trials(self.driver, self.db, self.name, stale_after_s=self.stale_after_s)
+                    continue
+                lost = 0
+                if not batch:
+                    self.report.stopped = "space exhausted"
+                    break
+                self._measure(batch)
+        finally:
+            self.report.wall_s = time.monotonic() - start
+            self._sync_report()
+            self.progress.close()
+        return self.report
+
+    def _ask(self, n: int, cap: int | None) -> list[Pending] | None:
+        batch: list[Pending] = []
+        for _ in range(max(1, n)):
+            pending = self.driver.ask()
+            if pending is None:
+                break
+            if cap is not None and self.driver.over_cap(pending, cap):
+                self.driver.abandon(pending, "global trial cap reached by other workers")
+                if not batch:
+                    time.sleep(0.2)
+                    return None
+                break
+            batch.append(pending)
+        return batch
+
+    def _measure(self, batch: list[Pending]) -> None:
+        p = self.problem
+        for i, result in self.backend.measure_iter(p, [b.config for b in batch]):
+            pending = batch[i]
+            self.db.record_trial(Trial(
+                hardware=p.hardware, kernel=p.kernel, kernel_hash=p.kernel_hash, bucket=p.bucket,
+                spec=_problem_dict(p), config=pending.config, status=result.status.value, backend=self.backend.name,
+                real_timing=result.real_timing, time_ms=result.time_ms if result.ok else None,
+                times_ms=tuple(result.times_ms), compile_ms=result.compile_ms, cost_ms=result.cost_ms,
+                error=result.error, study=self.name, trial_number=pending.number,
+            ))
+            self.driver.tell(pending, result)
+            status = result.status.value
+            self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
+            if result.status.costs_evaluation:
+                self.report.measured_here += 1
+            if result.ok and (self.report.best_ms is None or result.time_ms < self.report.best_ms):  # type: ignore[operator]
+                self.report.best_ms, self.report.best_config = result.time_ms, dict(pending.config)
+            if self.default is not None and config_key(pending.config) == config_key(self.default) and result.ok:
+                self.report.default_ms = result.time_ms
+            self.progress.update(result, self.report.best_ms, self.report.failures)
+            if self.on_result is not None:
+                self.on_result(p, pending.config, result)
+
+    def _sync_report(self) -> None:
+        """Totals over the whole study (earlier runs and other workers included)."""
+        best: tuple[float, dict[str, Value]] | None = None
+        curve: list[tuple[int, float | None]] = []
+        n = 0
+        trials = sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+        for t in trials:
+            if not evaluated(t):
+                continue
+            result, config = result_from_trial(t), config_from_trial(t)
+            if result is None or config is None:
+                continue
+            n += 1
+            if result.ok and (best is None or result.time_ms < best[0]):  # type: ignore[operator]
+                best = (float(result.time_ms), config)  # type: ignore[arg-type]
+            curve.append((n, best[0] if best else None))
+            if self.default is not None and config_key(config) == config_key(self.default) and result.ok:
+                self.report.default_ms = result.time_ms
+        self.report.evaluations = n
+        self.report.curve = curve
+        if best is not None:
+            self.report.best_ms, self.report.best_config = best
+
+
+def _default_config(problem: Problem) -> dict[str, Value] | None:
+    if problem.spec is None:
+        return None
+    try:
+        default = problem.space.default()
+    except ValueError:
+        return None
+    return dict(default) if problem.space.is_valid(default) else None
+
+
+def _problem_dict(problem: Problem) -> dict[str, Any]:
+    if problem.spec is not None and hasattr(problem.spec, "to_dict"):
+        return problem.spec.to_dict()
+    ctx = problem.space.context
+    if ctx.get("spec"):
+        return dict(ctx["spec"])
+    return {"problem_size": ctx.get("problem_size"), "landscape": problem.label}
+
