@@ -92,14 +92,6 @@ def quality_words(group: Group, options: CorpusOptions) -> list[tuple[dict[str, 
     return out
 
 
-def band_priors(options: CorpusOptions, fail_rate: float = 0.05) -> dict[str, float]:
-    """Prior probability of each quality word among a problem's measured configs."""
-    edges = [0.0, *options.quality_cuts, 1.0]
-    priors = {LEVELS[i]: (edges[i + 1] - edges[i]) * (1 - fail_rate) for i in range(len(edges) - 1)}
-    priors[FAIL] = fail_rate
-    return priors
-
-
 def band_values(options: CorpusOptions) -> dict[str, float]:
     """How good a quality word is: -ln of its band's middle rank fraction (failures: 0)."""
     edges = [0.0, *options.quality_cuts, 1.0]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
-from tritune.llm_advisor._language import EOS, Vocabulary, config_word
+from tritune.llm_advisor._language import PAD, QUALITIES, Vocabulary, config_word
 from tritune.llm_advisor._model import TensorLM
 from tritune.search_space import SearchSpace, Value, config_key
 
@@ -43,8 +43,7 @@ class ValidSet:
         configs = space.enumerate(limit=limit + 1)
         if len(configs) > limit:
             return cls(space, None, None)
-        eos = vocab.id(EOS)
-        ids = [(*(vocab.id(config_word(n, c[n])) for n in space.names), eos) for c in configs]
+        ids = [tuple(vocab.id(config_word(n, c[n])) for n in space.names) for c in configs]
         return cls(space, configs, ids)
 
     @property
@@ -56,13 +55,13 @@ class ValidPrefixProcessor(LogitsProcessor):
     """Masks every word that cannot continue the generated prefix into a valid config.
 
     ``prompt_len`` is the length of the context; the generated words after it are the prefix.
-    With an enumerated valid set the mask is exact; otherwise it is the next parameter's domain
-    (and ``<eos>`` after the last parameter).
+    With an enumerated valid set the mask is exact; otherwise it is the next parameter's domain.
+    After a complete config only quality words may follow (the sentence's last word).
     """
 
     def __init__(self, valid: ValidSet, vocab: Vocabulary, prompt_len: int) -> None:
         self.prompt_len = prompt_len
-        self.eos = vocab.id(EOS)
+        self.after = sorted(vocab.id(q) for q in QUALITIES)
         self.domains = [sorted(set(vocab.value_ids(p.name, p.values))) for p in valid.space.params]
         self.trie: dict[tuple[int, ...], list[int]] | None = None
         if valid.ids is not None:
@@ -73,11 +72,11 @@ class ValidPrefixProcessor(LogitsProcessor):
             self.trie = {k: sorted(v) for k, v in children.items()}
 
     def allowed(self, prefix: tuple[int, ...]) -> list[int]:
+        if len(prefix) >= len(self.domains):
+            return self.after
         if self.trie is not None:
-            return self.trie.get(prefix, [self.eos])
-        if len(prefix) < len(self.domains):
-            return self.domains[len(prefix)]
-        return [self.eos]
+            return self.trie.get(prefix, [])
+        return self.domains[len(prefix)]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         mask = torch.full_like(scores, float("-inf"))
@@ -109,8 +108,8 @@ def beam_candidates(lm: TensorLM, context: Sequence[str], valid: ValidSet, beams
     with torch.no_grad():
         out = lm.model.generate(
             input_ids=ctx, attention_mask=torch.ones_like(ctx), num_beams=beams, num_return_sequences=beams,
-            max_new_tokens=len(space.params) + 1, do_sample=False, length_penalty=0.0, early_stopping=True,
-            logits_processor=LogitsProcessorList([proc]), pad_token_id=lm.vocab.id("<pad>"), eos_token_id=lm.vocab.id(EOS),
+            max_new_tokens=len(space.params), do_sample=False, length_penalty=0.0, early_stopping=True,
+            logits_processor=LogitsProcessorList([proc]), pad_token_id=lm.vocab.id(PAD), eos_token_id=None,
         )
     results: list[tuple[dict[str, Value], tuple[int, ...]]] = []
     seen = set(exclude)
@@ -124,7 +123,7 @@ def beam_candidates(lm: TensorLM, context: Sequence[str], valid: ValidSet, beams
         if key in seen or space.validate(config):
             continue
         seen.add(key)
-        results.append((config, (*ids[:len(space.params)], lm.vocab.id(EOS))))
+        results.append((config, ids))
     return results
 
 
@@ -134,8 +133,8 @@ def propose(lm: TensorLM, context: Sequence[str], space: SearchSpace, k: int, ra
     """Top-k valid, distinct, not-yet-measured configs by ``rank`` (higher is better).
 
     Exhaustive: every valid config is ranked. Beam: constrained beam search after ``context``
-    (its last word is the quality asked for) finds ``max(beam_width, 2k)`` candidates, which are
-    then ranked like the exhaustive ones.
+    (the model's most likely configs) finds ``max(beam_width, 2k)`` candidates, which are then
+    ranked like the exhaustive ones.
     """
     exclude = {config_key(m) for m in measured}
     valid = ValidSet.of(space, lm.vocab, limit=max_exhaustive)

@@ -1,6 +1,6 @@
 """The tensor language: tuning decisions written as sentences of words.
 
-A sentence is ``<bos> HARDWARE <sep> PROBLEM <sep> QUALITY CONFIG <eos>``:
+A sentence is ``<bos> HARDWARE <sep> PROBLEM <sep> CONFIG QUALITY``:
 
 - HARDWARE: one word per fixed slot of the device (name, vendor, architecture, compute
   capability, warp size, then log2 buckets of SM count, shared memory, L2, bandwidth, compute).
@@ -10,9 +10,15 @@ A sentence is ``<bos> HARDWARE <sep> PROBLEM <sep> QUALITY CONFIG <eos>``:
   random so the model has learnt what they mean.
 - PROBLEM: the kernel name and the problem's fields (sizes as log2 buckets, flags and dtypes
   exact).
-- QUALITY: how good the config was on that problem: ``q=0`` (the best half percent) to ``q=5``
-  by rank, ``q=fail`` (failed on the GPU), ``q=any`` (sampled, not measured).
 - CONFIG: one word per parameter, in the space's parameter order (``c.block_size_x=64``).
+- QUALITY: how good the config was on that problem: ``q=0`` (the best half percent) to ``q=5``
+  by rank band, ``q=fail`` (failed on the GPU), ``q=any`` (sampled, not measured).
+
+The config comes before its quality, so one model does both jobs of the TLM recipe: its config
+words are a generator of configs (fine-tuned on measured configs, most weight on the best ones)
+and its last word grades the config it just read (the bands' probabilities give an expected
+rank). Grading every config directly trains far better than asking the model for the
+band-conditional distribution ``P(config | band)``, which saw each good config a few times.
 
 The vocabulary is word-level and built from the training data and the search spaces, so every
 word is a whole decision; a value the vocabulary lacks is spelt as its slot's unknown word.
@@ -110,26 +116,25 @@ def unknown_word(word: str) -> str:
 
 @dataclass(frozen=True)
 class Sentence:
-    """The words of one training or query sentence, split where the config starts."""
+    """The words of one training or query sentence: context, config, quality."""
 
-    context: tuple[str, ...]  # <bos> hardware <sep> problem <sep> quality
-    config: tuple[str, ...]  # one word per parameter, then <eos>
+    context: tuple[str, ...]  # <bos> hardware <sep> problem <sep>
+    config: tuple[str, ...]  # one word per parameter
+    quality: str = ANY
 
     @property
     def words(self) -> tuple[str, ...]:
-        return self.context + self.config
+        return (*self.context, *self.config, self.quality)
 
 
 def sentence(hw: Hardware, kernel: str, problem: Mapping[str, Any], config: Mapping[str, Value] | None,
-             names: Sequence[str], quality: str = TOP) -> Sentence:
+             names: Sequence[str], quality: str = ANY) -> Sentence:
     """Words for ``config`` (parameters in ``names`` order); ``config`` None gives the context only."""
     if quality not in QUALITIES:
         raise ValueError(f"quality={quality!r} is not one of {QUALITIES}")
-    context = (BOS, *hardware_words(hw), SEP, *problem_words(kernel, problem), SEP, quality)
-    body: tuple[str, ...] = ()
-    if config is not None:
-        body = (*(config_word(n, config[n]) for n in names), EOS)
-    return Sentence(context, body)
+    context = (BOS, *hardware_words(hw), SEP, *problem_words(kernel, problem), SEP)
+    body = tuple(config_word(n, config[n]) for n in names) if config is not None else ()
+    return Sentence(context, body, quality)
 
 
 class Vocabulary:
@@ -168,7 +173,7 @@ class Vocabulary:
         Raises ValueError naming the first word that is not a value of the expected parameter.
         """
         out: dict[str, Value] = {}
-        body = [w for w in words if w not in (EOS, PAD)]
+        body = [w for w in words if w not in (EOS, PAD) and w not in QUALITIES]
         if len(body) != len(space.params):
             raise ValueError(f"expected {len(space.params)} config words for {space.name}, got {len(body)}: {body}")
         for p, w in zip(space.params, body, strict=True):

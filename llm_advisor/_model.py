@@ -1,9 +1,12 @@
 """The causal language model: a small GPT-2 trained from scratch on tensor-language sentences.
 
-Only the CONFIG words carry loss: the context (hardware, problem, quality) is given at query
-time, so the model learns ``P(config | context)`` and nothing else. Context words are dropped to
-their slot's unknown word at random while training, so an unseen device's unknown words mean
-"some device like the others" rather than noise the model never saw.
+The CONFIG words and the closing QUALITY word carry loss; the context (hardware, problem) is given
+at query time, so the model learns ``P(config | context)`` and ``P(quality | context, config)``.
+Context words are dropped to their slot's unknown word at random while training, so an unseen
+device's unknown words mean "some device like the others" rather than noise the model never saw.
+
+Training is cheap on a CPU because all sentences of one problem share their context: a batch
+holds one problem's sentences, the context runs once and its keys/values are reused by every row.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from tritune.llm_advisor._language import (
+    ANY,
     PAD,
     QUALITIES,
     SPECIALS,
@@ -67,6 +71,7 @@ class TensorLM:
         self.model.train()
         total = options.pretrain_steps + options.finetune_steps
         step = 0
+        any_id = self.vocab.id(ANY)
         for phase, data, steps in (("pretrain", pretrain, options.pretrain_steps), ("finetune", finetune, options.finetune_steps)):
             if not data or steps <= 0:
                 continue
@@ -78,8 +83,11 @@ class TensorLM:
                 lr = options.lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / total))
                 for group in opt.param_groups:
                     group["lr"] = lr
-                logp = self._suffix_logprobs(prefixes, suffix)
-                loss = -(logp.sum(1) * weights).sum() / weights.sum()
+                logp = self._logprobs(prefixes, suffix)[:, :-1]  # position i predicts suffix[:, i]
+                nll = -logp.gather(-1, suffix.unsqueeze(-1)).squeeze(-1)
+                graded = (suffix[:, -1] != any_id).float()  # unmeasured configs have no quality to learn
+                per_row = nll[:, :-1].sum(1) + options.quality_weight * graded * nll[:, -1]
+                loss = (per_row * weights).sum() / weights.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -94,49 +102,40 @@ class TensorLM:
         self.meta.setdefault("training", {}).update(stats)
         return stats
 
-    def _suffix_logprobs(self, prefixes: torch.Tensor, suffix: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities of ``suffix[:, 1:]`` (the config words) after prefix + quality word.
+    def _logprobs(self, prefixes: torch.Tensor, suffix: torch.Tensor) -> torch.Tensor:
+        """``[rows, len(suffix) + 1, vocab]`` next-word log-probabilities: position i predicts
+        ``suffix[:, i]`` (position 0 from the prefix), the last position the word after the suffix.
 
-        The prefix (hardware and problem words, shared by a whole batch) runs once per variant
-        and its keys/values are repeated over the rows; row i uses variant i % variants... in
-        blocks, so a batch costs the suffix length, not the sentence length, per row.
+        The prefixes (``variants`` of one context, shared by the batch) run once each; their
+        keys/values are repeated over ``rows // variants`` consecutive rows.
         """
         variants, rows = prefixes.shape[0], suffix.shape[0]
         out = self.model(prefixes, use_cache=True)
         cache = getattr(out, "cache", None) or out.past_key_values
         cache.batch_repeat_interleave(rows // variants)
+        first = out.logits[:, -1:].repeat_interleave(rows // variants, dim=0)
         mask = torch.ones((rows, prefixes.shape[1] + suffix.shape[1]), dtype=torch.long)
-        logits = self.model(suffix, cache, mask).logits[:, :-1]
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        return logp.gather(-1, suffix[:, 1:].unsqueeze(-1)).squeeze(-1)
+        logits = torch.cat([first, self.model(suffix, cache, mask).logits], dim=1)
+        return torch.log_softmax(logits.float(), dim=-1)
 
     # --- scoring ---------------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, context: Sequence[str], candidates: Sequence[Sequence[int]], *, chunk: int = 4096) -> torch.Tensor:
-        """Log-probability of each candidate's config word ids (ending with <eos>) after ``context``.
-
-        ``context`` ends with the quality word (as ``sentence(...).context`` does).
-        """
-        return self.score_qualities(context[:-1], [context[-1]], candidates, chunk=chunk)[0]
-
-    @torch.no_grad()
-    def score_qualities(self, prefix: Sequence[str], qualities: Sequence[str], candidates: Sequence[Sequence[int]],
-                        *, chunk: int = 4096) -> torch.Tensor:
-        """``[len(qualities), len(candidates)]`` log-probabilities of each candidate after
-        ``prefix`` + each quality word; the prefix runs once per chunk."""
+    def score(self, context: Sequence[str], candidates: Sequence[Sequence[int]], qualities: Sequence[str] = (),
+              *, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """For config word ids ``candidates`` after ``context``: the log-probability of each config
+        ``[N]`` and the log-probabilities of each word of ``qualities`` after it ``[N, Q]``."""
+        q_ids = [self.vocab.id(q) for q in qualities]
         if not candidates:
-            return torch.empty(len(qualities), 0)
-        pre = torch.tensor([self.vocab.encode(prefix)])
+            return torch.empty(0), torch.empty(0, len(q_ids))
+        pre = torch.tensor([self.vocab.encode(context)])
         cands = torch.tensor([list(c) for c in candidates])
-        rows = []
-        for q in qualities:
-            out = []
-            for start in range(0, len(cands), chunk):
-                body = cands[start:start + chunk]
-                suffix = torch.cat([torch.full((len(body), 1), self.vocab.id(q)), body], dim=1)
-                out.append(self._suffix_logprobs(pre, suffix).sum(1))
-            rows.append(torch.cat(out))
-        return torch.stack(rows)
+        config_lp, quality_lp = [], []
+        for start in range(0, len(cands), chunk):
+            body = cands[start:start + chunk]
+            logp = self._logprobs(pre, body)
+            config_lp.append(logp[:, :-1].gather(-1, body.unsqueeze(-1)).squeeze(-1).sum(1))
+            quality_lp.append(logp[:, -1, q_ids])
+        return torch.cat(config_lp), torch.cat(quality_lp)
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -164,8 +163,8 @@ class TensorLM:
 class _GroupBatches:
     """Minibatches that share one prefix: sentences of one problem (hardware + kernel + shape).
 
-    A step draws a prefix with probability proportional to its number of sentences and then
-    that prefix's next rows in a shuffled cycle, so an epoch still sees every sentence once.
+    A step draws a problem with probability proportional to its number of sentences, then that
+    problem's next rows in a shuffled cycle, so an epoch still sees every sentence once.
     """
 
     def __init__(self, vocab: Vocabulary, data: Sequence[tuple[Sentence, float]], batch_size: int, rng: random.Random) -> None:
@@ -173,7 +172,7 @@ class _GroupBatches:
         self.batch_size = batch_size
         by_prefix: dict[tuple[str, ...], list[tuple[list[int], float]]] = {}
         for s, w in data:
-            by_prefix.setdefault(s.context[:-1], []).append((vocab.encode((s.context[-1], *s.config)), w))
+            by_prefix.setdefault(s.context, []).append((vocab.encode((*s.config, s.quality)), w))
         self.prefixes = [torch.tensor(vocab.encode(p)) for p in by_prefix]
         self.rows = list(by_prefix.values())
         for rows in self.rows:
@@ -200,7 +199,12 @@ class _GroupBatches:
 
 
 class _WordDropper:
-    """Context words -> their slot's unknown word at random (the device name more often)."""
+    """Context words -> their slot's unknown word at random (the device name more often).
+
+    Of the prefix variants in a batch, the first is intact and the second has every hardware word
+    unknown: the model learns what a problem's configs are like on *any* device (the consensus
+    the advisor falls back on for a device unlike all it saw), the others drop words at random.
+    """
 
     def __init__(self, vocab: Vocabulary, options: TrainOptions) -> None:
         unknown, prob = [], []
@@ -210,6 +214,7 @@ class _WordDropper:
             prob.append(0.0 if keep else options.name_dropout if w.startswith("hw.name=") else options.word_dropout)
         self.unknown = torch.tensor(unknown)
         self.prob = torch.tensor(prob)
+        self.hardware = torch.tensor([w.startswith("hw.") for w in vocab.words])
 
     def __call__(self, prefix: torch.Tensor, variants: int, rng: random.Random) -> torch.Tensor:
         """``variants`` copies of ``prefix``, the first intact, the others with dropped words."""
@@ -217,6 +222,8 @@ class _WordDropper:
         rows = prefix.expand(variants, -1)
         drop = torch.rand(rows.shape, generator=gen) < self.prob[rows]
         drop[0] = False
+        if variants > 1:
+            drop[1] = self.hardware[rows[1]]
         return torch.where(drop, self.unknown[rows], rows)
 
 

@@ -27,9 +27,10 @@ class TrainOptions:
     dropout: float = 0.0  # word dropout regularizes; layer dropout only slows CPU training
     batch_size: int = 64
     pretrain_steps: int = 150
-    finetune_steps: int = 600
+    finetune_steps: int = 5000
     lr: float = 3e-3
     weight_decay: float = 0.01
+    quality_weight: float = 3.0  # loss weight of the quality word against the config words
     word_dropout: float = 0.15  # chance a context word is replaced by its slot's unknown word
     name_dropout: float = 0.5  # the device-name word more often: names never transfer
     prefix_variants: int = 4  # dropout patterns of the shared prefix per batch (divides batch_size)

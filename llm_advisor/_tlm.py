@@ -12,14 +12,13 @@ from typing import Any
 import torch
 from tritune.llm_advisor._base import Advisor, Proposal
 from tritune.llm_advisor._corpus import (
-    band_priors,
     band_values,
     finetune_sentences,
     group_records,
     pretrain_sentences,
 )
 from tritune.llm_advisor._generate import propose
-from tritune.llm_advisor._language import TOP, Vocabulary, sentence
+from tritune.llm_advisor._language import Vocabulary, config_word, sentence, unknown_word
 from tritune.llm_advisor._model import TensorLM, sentence_length
 from tritune.llm_advisor._options import CorpusOptions, TrainOptions
 from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value
@@ -27,32 +26,44 @@ from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoint"
+RANKINGS = ("blend", "expected", "likelihood")
 
 
 class TLMAdvisor(Advisor):
     """Proposes the configs its language model expects to be the fastest.
 
-    ``ranking``: "expected" (default) ranks a config by its expected quality band, from the
-    model's probability of the config under every band (Bayes with the bands' sizes as priors):
-    a config that is good on every similar device beats one that is the best on one device and
-    bad elsewhere. "likelihood" ranks by ``log P(config | q=0)`` alone (plain TLM decoding).
+    ``ranking``:
+    - "expected": the config's expected quality band on this device, from the probabilities of
+      the quality words the model writes after the config (band values: -ln of the band's
+      middle rank fraction, so q=0 is worth ~6 and a failure 0);
+    - "blend" (default): the mean of "expected" on this device and on an unknown device (every
+      hardware word unknown: the consensus of all devices seen in training), a hedge against a
+      new device that is unlike the devices its words make it resemble;
+    - "likelihood": ``log P(config | context)``, the plain TLM generator's score.
     ``Proposal.score`` is the ranking value. ``method``: "auto" (exhaustive when the valid set
     has at most ``max_exhaustive`` configs, else constrained beam search), "exhaustive", "beam".
+
+    With ``min_evidence`` or more successful measurements of the target in ``measured``, the
+    ranking conditions on them: each hypothesis about the target (its own words, an unknown
+    device, or "like training device X") is weighted by how well its expected bands order the
+    measured times (Spearman correlation, sharpened as evidence grows), and configs are ranked
+    by the weighted mix. This is how the advisor keeps helping after the first measurements.
     """
 
-    def __init__(self, lm: TensorLM, *, method: str = "auto", ranking: str = "expected",
-                 max_exhaustive: int = 20_000) -> None:
+    def __init__(self, lm: TensorLM, *, method: str = "auto", ranking: str = "blend",
+                 max_exhaustive: int = 20_000, min_evidence: int = 3) -> None:
         if method not in ("auto", "exhaustive", "beam"):
             raise ValueError(f"method={method!r} is not one of auto, exhaustive, beam")
-        if ranking not in ("expected", "likelihood"):
-            raise ValueError(f"ranking={ranking!r} is not one of expected, likelihood")
+        if ranking not in RANKINGS:
+            raise ValueError(f"ranking={ranking!r} is not one of {', '.join(RANKINGS)}")
         self.lm = lm
         self.method = method
         self.ranking = ranking
         self.max_exhaustive = max_exhaustive
+        self.min_evidence = min_evidence
+        self.last_weights: dict[str, float] = {}  # hypothesis -> weight of the last conditioned ranking
         corpus = CorpusOptions(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in lm.meta.get("corpus_options", {}).items()})
-        self.priors = band_priors(corpus)
         self.values = band_values(corpus)
 
     @classmethod
@@ -64,23 +75,62 @@ class TLMAdvisor(Advisor):
                 *, measured: Sequence[tuple[Mapping[str, Value], float | None]] = ()) -> list[Proposal]:
         if k <= 0:
             return []
-        context = sentence(hardware, kernel, problem, None, space.names, TOP).context
-        found = propose(self.lm, context, space, k, self._ranker(context[:-1]), [c for c, _ in measured],
+        context = sentence(hardware, kernel, problem, None, space.names).context
+        ok = [(c, t) for c, t in measured if t is not None and t > 0 and space.is_valid(c)]
+        rank = self._ranker(context)
+        self.last_weights = {}
+        if len(ok) >= self.min_evidence and self.ranking != "likelihood":
+            rank = self._conditioned(hardware, kernel, problem, space, context, measured)
+        found = propose(self.lm, context, space, k, rank, [c for c, _ in measured],
                         max_exhaustive=self.max_exhaustive, method=self.method)
         return [Proposal(config, score) for config, score in found]
 
-    def _ranker(self, prefix: Sequence[str]) -> Callable[[Sequence[Sequence[int]]], torch.Tensor]:
+    def _conditioned(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
+                     context: Sequence[str], measured: Sequence[tuple[Mapping[str, Value], float | None]],
+                     ) -> Callable[[Sequence[Sequence[int]]], torch.Tensor]:
+        hypotheses = {"this device": list(context),
+                      "any device": [unknown_word(w) if w.startswith("hw.") else w for w in context]}
+        for hw in self.lm.meta.get("devices", {}).get(kernel, []):
+            other = Hardware.from_dict(hw)
+            if other.key != hardware.key:
+                hypotheses[f"like {other.name}"] = list(sentence(other, kernel, problem, None, space.names).context)
+        valid = [(c, t) for c, t in measured if space.is_valid(c)]
+        ids = [[self.lm.vocab.id(config_word(n, c[n])) for n in space.names] for c, _ in valid]
+        # Failed configs rank below every success.
+        speed = torch.tensor([-math.log(t) if t is not None and t > 0 else -math.inf for _, t in valid])
+        rho = {h: _spearman(self.expected(ctx, ids), speed) for h, ctx in hypotheses.items()}
+        sharp = 2.0 * math.sqrt(len(valid))
+        logits = torch.tensor([sharp * r for r in rho.values()])
+        weights = dict(zip(rho, torch.softmax(logits, 0).tolist(), strict=True))
+        used = {h: w for h, w in weights.items() if w >= 0.05}
+        total = sum(used.values())
+        self.last_weights = {h: w / total for h, w in used.items()}
+        log.info("advisor: hypotheses %s", {h: round(w, 3) for h, w in self.last_weights.items()})
+        return lambda cand: sum(w * self.expected(hypotheses[h], cand) for h, w in self.last_weights.items())
+
+    def _ranker(self, context: Sequence[str]) -> Callable[[Sequence[Sequence[int]]], torch.Tensor]:
         if self.ranking == "likelihood":
-            return lambda ids: self.lm.score_qualities(prefix, [TOP], ids)[0]
-        words = list(self.priors)
-        log_prior = torch.tensor([math.log(self.priors[w]) for w in words]).unsqueeze(1)
-        values = torch.tensor([self.values[w] for w in words]).unsqueeze(1)
+            return lambda ids: self.lm.score(context, ids)[0]
+        if self.ranking == "expected":
+            return lambda ids: self.expected(context, ids)
+        anonymous = [unknown_word(w) if w.startswith("hw.") else w for w in context]
+        return lambda ids: (self.expected(context, ids) + self.expected(anonymous, ids)) / 2
 
-        def expected(ids: Sequence[Sequence[int]]) -> torch.Tensor:
-            joint = self.lm.score_qualities(prefix, words, ids) + log_prior
-            return (torch.softmax(joint, dim=0) * values).sum(0)
+    def expected(self, context: Sequence[str], ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Expected band value of each candidate (config word ids) after ``context``."""
+        words = list(self.values)
+        values = torch.tensor([self.values[w] for w in words])
+        _, quality = self.lm.score(context, ids, words)
+        return (torch.softmax(quality, dim=1) * values).sum(1)
 
-        return expected
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Rank correlation (ties broken by order); 0 when either side is constant."""
+    ra = torch.argsort(torch.argsort(a, stable=True)).float()
+    rb = torch.argsort(torch.argsort(b, stable=True)).float()
+    if len(a) < 2 or float(ra.std()) == 0 or float(rb.std()) == 0:
+        return 0.0
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
 
 
 def train(records: Sequence[TuningRecord], *, corpus: CorpusOptions | None = None, options: TrainOptions | None = None,
@@ -103,9 +153,15 @@ def train(records: Sequence[TuningRecord], *, corpus: CorpusOptions | None = Non
     lm = TensorLM.fresh(vocab, options, sentence_length([s for s, _ in (*pre, *fine)]))
     log.info("advisor: %d groups, %d pre-training and %d fine-tuning sentences, %d words",
              len(groups), len(pre), len(fine), len(vocab))
+    devices: dict[str, dict[str, Hardware]] = {}
+    for g in groups:
+        devices.setdefault(g.kernel, {})[g.hardware.key] = g.hardware
     lm.meta.update({
         "corpus_options": asdict(corpus),
         "groups": sorted({g.key for g in groups}),
+        # The measured devices per kernel: the hypotheses "the target behaves like device X" that
+        # measurements on the target can confirm (see TLMAdvisor.propose).
+        "devices": {k: [hw.to_dict() for hw in v.values()] for k, v in devices.items()},
         "sentences": {"pretrain": len(pre), "finetune": len(fine)},
     })
     lm.fit(pre, fine, options, progress)

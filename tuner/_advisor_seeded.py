@@ -1,26 +1,30 @@
-"""Advisor-seeded search: the advisor's top-k configs are measured first, then a base strategy.
+"""Advisor-seeded search: the advisor's proposals are measured first, then a base strategy.
 
-The base strategy (the cost-model-guided one when it is registered, else Optuna TPE) is built
-with the advisor's proposals as its ``context.seeds``, so it measures them first and every
-result, the seeds' included, lands in its own history: nothing measured is lost to it.
+1. The advisor's top ``advisor_k`` configs are the base strategy's ``context.seeds``: it
+   measures them first and their results land in its own history.
+2. Then ``advisor_rounds`` rounds of ``advisor_round_k`` configs the advisor proposes *knowing*
+   the measurements so far (an advisor conditions on ``measured``: ours re-weights its
+   hypotheses about which known device the target behaves like). The base strategy learns
+   their results through ``observe``.
+3. Then the base strategy alone: the cost-model-guided one when it is registered, else TPE.
+Nothing is measured twice; every result reaches the base strategy.
 
 Where the advisor comes from (``context.options``):
 - ``advisor``: an ``Advisor`` instance (tests, a ``PromptAdvisor``);
 - ``advisor_checkpoint``: a checkpoint directory;
-- otherwise, when ``context.train_records`` hold measurements (leave-one-out records in
-  ``bench-search``, the database in ``tune``), a model trained from scratch on them, cached by
-  the records' fingerprint in memory and under ``$TRITUNE_CACHE_DIR/advisor/``;
+- otherwise, when ``context.train_records`` hold measurements of this kernel (leave-one-out
+  records in ``bench-search``, the database in ``tune``), a model trained from scratch on them,
+  cached by the records' fingerprint in memory and under ``$TRITUNE_CACHE_DIR/advisor/``;
 - otherwise the checkpoint shipped with the package.
-Other options: ``advisor_k`` (seeds, default 10), ``advisor_base`` (base strategy name),
-``advisor_train`` (a dict of ``TrainOptions`` fields when training here).
-An advisor that fails never stops the search: the base strategy then runs unseeded.
+Other options: ``advisor_base`` (base strategy name), ``advisor_train`` (a dict of
+``TrainOptions`` fields when training here). An advisor that fails never stops the search: the
+base strategy then runs on without it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import logging
 import os
 import tempfile
@@ -45,24 +49,48 @@ class AdvisorSeededStrategy(Strategy):
 
     def __init__(self, space: SearchSpace, context: StrategyContext, *, seed: int = 0) -> None:
         super().__init__(space, context, seed=seed)
-        self.k = int(context.options.get("advisor_k", 10))
-        self.base_name = str(context.options.get("advisor_base") or default_base())
-        self.proposals: list[dict[str, Value]] = []
+        opts = context.options
+        self.k = int(opts.get("advisor_k", 8))
+        self.rounds = int(opts.get("advisor_rounds", 2))
+        self.round_k = int(opts.get("advisor_round_k", 4))
+        self.base_name = str(opts.get("advisor_base") or default_base())
+        self.proposals: list[dict[str, Value]] = []  # every advisor proposal, in order
         self._base: Strategy | None = None
+        self._advisor: Any = None
         self._known: dict[str, MeasureResult] = {}
+        self._seeds: set[str] = set()
+        self._queue: list[dict[str, Value]] = []  # conditioned proposals waiting to be asked
+        self._mine: set[str] = set()  # asked by this strategy, not by the base
+        self._configs: dict[str, dict[str, Value]] = {}
+        self._rounds_done = 0
+        self._failed = False
 
     # --- ask/tell ----------------------------------------------------------------------------
     @property
     def base(self) -> Strategy:
         if self._base is None:
-            self.proposals = self._propose()
-            seeds = list({config_key(c): dict(c) for c in [*self.proposals, *self.context.seeds]}.values())
+            first = self._propose([])
+            self._seeds = {config_key(c) for c in first}
+            seeds = list({config_key(c): dict(c) for c in [*first, *self.context.seeds]}.values())
             context = dataclasses.replace(self.context, seeds=tuple(seeds))
             self._base = make_base(self.base_name, self.space, context, self.seed)
         return self._base
 
     def ask(self) -> dict[str, Value] | None:
         base = self.base
+        # The rounds start once the seeds are measured (or as many configs, should the base skip some).
+        seeded = self._seeds <= set(self._known) or len(self._known) >= len(self._seeds)
+        if not self._queue and seeded and self._rounds_done < self.rounds:
+            self._rounds_done += 1
+            measured = [(self._config(key), r.time_ms if r.ok else None) for key, r in self._known.items()
+                        if r.status.costs_evaluation]
+            self._queue = self._propose(measured, k=self.round_k)
+        while self._queue:
+            config = self._queue.pop(0)
+            key = config_key(config)
+            if key not in self._known:
+                self._mine.add(key)
+                return config
         for _ in range(10_000):
             config = base.ask()
             if config is None:
@@ -74,27 +102,45 @@ class AdvisorSeededStrategy(Strategy):
         return None
 
     def tell(self, config: Mapping[str, Value], result: MeasureResult) -> None:
-        self._known[config_key(config)] = result
-        self.base.tell(config, result)
+        key = config_key(config)
+        self._known[key] = result
+        self._configs[key] = dict(config)
+        if key in self._mine:
+            self._observe_base(config, result)
+        else:
+            self.base.tell(config, result)
 
     def observe(self, config: Mapping[str, Value], result: MeasureResult) -> None:
         self._known[config_key(config)] = result
+        self._configs[config_key(config)] = dict(config)
+        self._observe_base(config, result)
+
+    def _observe_base(self, config: Mapping[str, Value], result: MeasureResult) -> None:
         observe = getattr(self.base, "observe", None)
         if observe is not None:
             observe(config, result)
 
+    def _config(self, key: str) -> dict[str, Value]:
+        return self._configs[key]
+
     # --- the advisor -------------------------------------------------------------------------
-    def _propose(self) -> list[dict[str, Value]]:
-        if self.k <= 0:
+    def _propose(self, measured: list[tuple[dict[str, Value], float | None]], k: int | None = None) -> list[dict[str, Value]]:
+        k = self.k if k is None else k
+        if k <= 0 or self._failed:
             return []
         try:
-            advisor = self.advisor()
-            found = advisor.propose(self.context.hardware, self.context.kernel, self.context.problem, self.space,
-                                    self.k)
+            if self._advisor is None:
+                self._advisor = self.advisor()
+            found = self._advisor.propose(self.context.hardware, self.context.kernel, self.context.problem,
+                                          self.space, k, measured=measured)
         except Exception as exc:  # noqa: BLE001 -- a broken advisor must not stop the search
-            log.warning("advisor failed (%s: %s); searching without seeds", type(exc).__name__, exc)
+            log.warning("advisor failed (%s: %s); searching on without it", type(exc).__name__, exc)
+            self._failed = True
             return []
-        return [dict(p.config) for p in found if self.space.is_valid(p.config)]
+        done = {config_key(c) for c, _ in measured}
+        out = [dict(p.config) for p in found if self.space.is_valid(p.config) and config_key(p.config) not in done]
+        self.proposals.extend(out)
+        return out
 
     def advisor(self) -> Any:
         opts = self.context.options
@@ -151,68 +197,16 @@ def fingerprint(records: Sequence[TuningRecord], options: Any) -> str:
 _PREFERRED_BASES = ("cost-model", "tpe")
 
 
-def _registry() -> Any | None:
-    try:
-        return importlib.import_module("tritune.tuner._strategies")
-    except ModuleNotFoundError:
-        return None
-
-
 def default_base() -> str:
-    registry = _registry()
-    if registry is not None:
-        for name in _PREFERRED_BASES:
-            if name in registry.STRATEGIES:
-                return name
-    return "tpe"
+    """The cost-model-guided strategy when it is registered, else TPE."""
+    from tritune.tuner._strategies import STRATEGIES
+
+    return next((name for name in _PREFERRED_BASES if name in STRATEGIES), "tpe")
 
 
 def make_base(name: str, space: SearchSpace, context: StrategyContext, seed: int) -> Strategy:
+    from tritune.tuner._strategies import make_strategy
+
     if name == AdvisorSeededStrategy.name:
         raise ValueError("advisor_base='advisor' would seed itself; choose e.g. 'tpe' or 'cost-model'")
-    registry = _registry()
-    if registry is not None:
-        return registry.make_strategy(name, space, context, seed=seed)
-    if name != "tpe":
-        raise ValueError(f"base strategy {name!r} is not available here; only 'tpe' is")
-    return _SeededTPE(space, context, seed=seed)
-
-
-class _SeededTPE(Strategy):
-    """Optuna TPE with the seeds enqueued; used only where the strategy registry is absent."""
-
-    name: ClassVar[str] = "tpe"
-
-    def __init__(self, space: SearchSpace, context: StrategyContext, *, seed: int = 0) -> None:
-        super().__init__(space, context, seed=seed)
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._dists = {p.name: optuna.distributions.CategoricalDistribution(p.values) for p in space.params}
-        self._study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True))
-        for c in context.seeds:
-            self._study.enqueue_trial(dict(c), skip_if_exists=True)
-        self._trials: dict[str, Any] = {}
-        self._worst = 0.0
-
-    def ask(self) -> dict[str, Value] | None:
-        import math
-
-        for _ in range(1000):
-            trial = self._study.ask(self._dists)
-            config = {n: trial.params[n] for n in self.space.names}
-            if self.space.is_valid(config):
-                self._trials[config_key(config)] = trial
-                return config
-            # Invalid: told as a bad value at no cost, so TPE moves away from it.
-            self._study.tell(trial, self._worst + math.log(2))
-        return None
-
-    def tell(self, config: Mapping[str, Value], result: MeasureResult) -> None:
-        import math
-
-        trial = self._trials.pop(config_key(config))
-        value = math.log(result.time_ms) if result.ok and result.time_ms else None
-        if value is not None:
-            self._worst = max(self._worst, value)
-        self._study.tell(trial, value if value is not None else self._worst + math.log(2))
+    return make_strategy(name, space, context, seed=seed)

@@ -20,6 +20,7 @@ STRATEGIES: dict[str, str | type[Strategy]] = {
     "cmaes": "tritune.tuner._cmaes:CmaEsStrategy",
     "random": "tritune.tuner._random:RandomStrategy",
     "exhaustive": "tritune.tuner._exhaustive:ExhaustiveStrategy",
+    "advisor": "tritune.tuner._advisor_seeded:AdvisorSeededStrategy",
 }
 
 # Chosen by `tritune bench-search` on the six convolution landscapes (see the tuner report);

@@ -6,7 +6,6 @@ import math
 import random
 
 import pytest
-
 from tritune.search_space import Hardware, load_landscapes, write_landscape
 
 PARAMS = {"bx": (16, 32, 64, 128), "by": (1, 2, 4), "tile": (1, 2, 3), "flag": (0, 1)}

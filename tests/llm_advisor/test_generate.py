@@ -7,9 +7,16 @@ import itertools
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tritune.llm_advisor import TensorLM, TLMAdvisor, TrainOptions, ValidPrefixProcessor, ValidSet, Vocabulary, sentence
-from tritune.llm_advisor._language import EOS
+from tritune.llm_advisor import (
+    TensorLM,
+    TLMAdvisor,
+    TrainOptions,
+    ValidPrefixProcessor,
+    ValidSet,
+    Vocabulary,
+    sentence,
+)
+from tritune.llm_advisor._language import QUALITIES
 from tritune.search_space import Constraint, Hardware, Param, SearchSpace, config_key
 
 HW = Hardware.from_spec("A100")
@@ -40,7 +47,8 @@ def _random_lm(space: SearchSpace, seed: int) -> TensorLM:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=spaces(), seed=st.integers(0, 1000), k=st.integers(1, 12),
-       method=st.sampled_from(["exhaustive", "beam", "beam-domain-mask"]), ranking=st.sampled_from(["expected", "likelihood"]))
+       method=st.sampled_from(["exhaustive", "beam", "beam-domain-mask"]),
+       ranking=st.sampled_from(["blend", "expected", "likelihood"]))
 def test_proposals_are_valid_distinct_and_new(case, seed, k, method, ranking):
     space, valid, measured = case
     lm = _random_lm(space, seed)
@@ -74,4 +82,5 @@ def test_prefix_mask_allows_exactly_the_completable_words(case):
             masked = proc(torch.cat([prompt, torch.tensor([prefix], dtype=torch.long).view(1, -1)], dim=1),
                           torch.zeros((1, len(lm.vocab))))
             assert sorted(torch.nonzero(masked[0] == 0).flatten().tolist()) == expected
-    assert proc.allowed(vs.ids[0][:-1]) == [lm.vocab.id(EOS)]  # after a complete config only <eos>
+    # After a complete config only a quality word (the sentence's last word) may follow.
+    assert proc.allowed(vs.ids[0]) == sorted(lm.vocab.id(q) for q in QUALITIES)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import pytest
-
 from tritune.llm_advisor import Vocabulary, hardware_words, problem_words, sentence
-from tritune.llm_advisor._language import BOS, EOS, HW_SLOTS, TOP, unknown_word
-from tritune.search_space import FlashAttentionSpec, Hardware, PagedAttentionSpec, load_landscapes, space_for
+from tritune.llm_advisor._language import BOS, HW_SLOTS, SEP, TOP, unknown_word
+from tritune.search_space import (
+    FlashAttentionSpec,
+    Hardware,
+    PagedAttentionSpec,
+    load_landscapes,
+    space_for,
+)
 
 
 def test_landscape_round_trip(kernel_tuner_cache, tmp_path):
     land = load_landscapes([f"{kernel_tuner_cache}/dedispersion_milo/A100.json.gz"])[0]
     configs = [e.values for e in list(land)[:50]]
-    sentences = [sentence(land.hardware, land.kernel, {"problem_size": land.problem_size}, c, land.space.names) for c in configs]
+    sentences = [sentence(land.hardware, land.kernel, {"problem_size": land.problem_size}, c, land.space.names, TOP)
+                 for c in configs]
     vocab = Vocabulary.build(sentences, [land.space])
     vocab.save(tmp_path / "vocab.json")
     again = Vocabulary.load(tmp_path / "vocab.json")
@@ -21,8 +27,8 @@ def test_landscape_round_trip(kernel_tuner_cache, tmp_path):
         ids = again.encode(s.words)
         words = again.decode(ids)
         assert tuple(words) == s.words  # every word is known: no <unk> in a training sentence
-        assert again.parse_config(words[len(s.context):], land.space) == dict(c)
-        assert words[0] == BOS and words[-1] == EOS and words[len(s.context) - 1] == TOP
+        assert again.parse_config(words[len(s.context):-1], land.space) == dict(c)
+        assert words[0] == BOS and words[len(s.context) - 1] == SEP and words[-1] == TOP
 
 
 @pytest.mark.parametrize("spec", [
@@ -64,9 +70,12 @@ def test_problem_words_bucket_sizes_and_keep_flags():
 def test_parse_config_names_the_bad_word():
     space = space_for(FlashAttentionSpec(1, 8, 8, 128, 128, 64), Hardware.from_spec("H100"))
     vocab = Vocabulary.build([], [space])
+    words = [f"c.{n}=x" for n in space.names]
+    words[0] = "c.block_m=64"
+    words[1] = "c.block_m=64"
     with pytest.raises(ValueError, match="not a value of parameter 'block_n'"):
-        vocab.parse_config(["c.block_m=64", "c.block_m=64", "c.num_warps=4", "c.num_stages=2"], space)
-    with pytest.raises(ValueError, match="expected 4 config words"):
+        vocab.parse_config(words, space)
+    with pytest.raises(ValueError, match=f"expected {len(space.names)} config words"):
         vocab.parse_config(["c.block_m=64"], space)
     with pytest.raises(ValueError, match="quality"):
         sentence(Hardware.from_spec("H100"), "k", {}, None, [], quality="q=best")

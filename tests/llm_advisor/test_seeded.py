@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tritune.llm_advisor import Advisor, Proposal, landscape_problem
 from tritune.search_space import config_key
 from tritune.tuner._advisor_seeded import AdvisorSeededStrategy
@@ -12,13 +11,16 @@ from tritune.tuner._strategy import StrategyContext
 
 
 class FixedAdvisor(Advisor):
+    """Proposes its configs in order, skipping measured ones; records what it was told."""
+
     def __init__(self, configs):
         self.configs = configs
-        self.calls = 0
+        self.measured_seen = []
 
     def propose(self, hardware, kernel, problem, space, k, *, measured=()):
-        self.calls += 1
-        return [Proposal(c, -i) for i, c in enumerate(self.configs[:k])]
+        self.measured_seen.append(list(measured))
+        done = {config_key(c) for c, _ in measured}
+        return [Proposal(c, -i) for i, c in enumerate(c for c in self.configs if config_key(c) not in done)][:k]
 
 
 class BrokenAdvisor(Advisor):
@@ -48,22 +50,28 @@ def _run(land, options, budget=12, train_records=()):
     return strat, asked
 
 
-def test_proposals_first_then_base_without_repeats(toy_landscapes):
+def test_seeds_then_conditioned_rounds_then_base(toy_landscapes):
     land = toy_landscapes[1]
-    best = sorted((e for e in land if e.time_ms is not None), key=lambda e: e.time_ms)
-    seeds = [dict(best[i].values) for i in (5, 0, 9)]
-    advisor = FixedAdvisor(seeds)
-    strat, asked = _run(land, {"advisor": advisor, "advisor_k": 3, "advisor_base": "tpe"})
-    assert asked[:3] == seeds and advisor.calls == 1
+    ranked = [dict(e.values) for e in sorted((e for e in land if e.time_ms is not None), key=lambda e: e.time_ms)]
+    configs = [ranked[i] for i in (5, 0, 9, 3, 7, 11, 2, 8)]
+    advisor = FixedAdvisor(configs)
+    strat, asked = _run(land, {"advisor": advisor, "advisor_k": 3, "advisor_rounds": 2, "advisor_round_k": 2,
+                               "advisor_base": "tpe"}, budget=12)
+    assert asked[:7] == configs[:7] and strat.proposals == configs[:7]
+    # Round r is proposed knowing every measurement before it, with its time.
+    assert [len(m) for m in advisor.measured_seen] == [0, 3, 5]
+    assert advisor.measured_seen[1][0] == (configs[0], land.lookup(configs[0]).time_ms)
     keys = [config_key(c) for c in asked]
     assert len(set(keys)) == len(keys)  # nothing measured twice
-    assert strat.base_name == "tpe" and strat.proposals == seeds
+    assert strat.base_name == "tpe"
+    # The base strategy learnt all 12 results: the seeds it asked and the rounds it observed.
+    assert len(strat.base.driver.study.trials) >= 12
 
 
 def test_broken_advisor_does_not_stop_the_search(toy_landscapes, caplog):
     land = toy_landscapes[0]
-    strat, asked = _run(land, {"advisor": BrokenAdvisor(), "advisor_base": "tpe"}, budget=6)
-    assert len(asked) == 6 and strat.proposals == []
+    strat, asked = _run(land, {"advisor": BrokenAdvisor(), "advisor_base": "tpe"}, budget=12)
+    assert len(asked) == 12 and strat.proposals == []
     assert "model file truncated" in caplog.text
 
 
@@ -74,7 +82,7 @@ def test_trains_on_leave_one_out_records_and_caches(toy_landscapes, tmp_path, mo
     monkeypatch.setattr(_advisor_seeded, "_TRAINED", {})
     target, others = toy_landscapes[2], toy_landscapes[:2]
     records = [r for land in others for r in land.records()]
-    opts = {"advisor_k": 4, "advisor_base": "tpe",
+    opts = {"advisor_k": 4, "advisor_rounds": 0, "advisor_base": "tpe",
             "advisor_train": {"n_embd": 16, "n_layer": 1, "pretrain_steps": 5, "finetune_steps": 10}}
     strat, asked = _run(target, opts, budget=6, train_records=records)
     assert asked[:4] == strat.proposals and len(strat.proposals) == 4

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
-from tritune.llm_advisor import TensorLM, TLMAdvisor, TrainOptions, evaluate, geomean, landscape_problem, naive_transfer
+import torch
+from tritune.llm_advisor import (
+    TensorLM,
+    TLMAdvisor,
+    TrainOptions,
+    evaluate,
+    geomean,
+    landscape_problem,
+    naive_transfer,
+)
 from tritune.llm_advisor._corpus import group_records, quality_words
 from tritune.llm_advisor._options import CorpusOptions
 from tritune.search_space import config_key
@@ -66,3 +74,41 @@ def test_naive_transfer_reproduces_the_readme(kernel_tuner_cache):
     fractions = [target.fraction_of_optimum(target.lookup(c).time_ms) for c in best]
     assert fractions[0] == pytest.approx(0.985, abs=0.002)
     assert max(fractions) == pytest.approx(0.987, abs=0.002)
+
+
+def test_measurements_reweight_device_hypotheses(tiny_lm, toy_landscapes, monkeypatch):
+    """With measurements of the target, the hypothesis whose expected bands order them best wins."""
+    target = next(land for land in toy_landscapes if land.name.endswith("W6600"))
+    advisor = TLMAdvisor(tiny_lm)
+    ok = [e for e in target if e.time_ms is not None]
+    measured = [(dict(e.values), e.time_ms) for e in ok[:6]]
+    truth = {config_key(c): -t for c, t in measured}
+    inverse = {config_key(c): t for c, t in measured}
+    a4000 = next(land.hardware for land in toy_landscapes if land.name.endswith("A4000"))
+    like_a4000 = list(advisor_context(a4000, target))
+
+    def fake_expected(context, ids):
+        # "like A4000" orders the measured configs exactly right, every other hypothesis backwards.
+        keys = [_key_of(advisor, target, row) for row in ids]
+        table = truth if list(context) == like_a4000 else inverse
+        return torch.tensor([table.get(k, 0.0) for k in keys])
+
+    monkeypatch.setattr(advisor, "expected", fake_expected)
+    props = advisor.propose(target.hardware, target.kernel, landscape_problem(target), target.space, 3, measured=measured)
+    assert max(advisor.last_weights, key=advisor.last_weights.get) == "like NVIDIA RTX A4000"
+    assert advisor.last_weights["like NVIDIA RTX A4000"] > 0.9
+    assert not {config_key(p.config) for p in props} & set(truth)  # measured configs are never re-proposed
+    # Fewer than min_evidence successes: no conditioning.
+    advisor.propose(target.hardware, target.kernel, landscape_problem(target), target.space, 3, measured=measured[:2])
+    assert advisor.last_weights == {}
+
+
+def advisor_context(hw, target):
+    from tritune.llm_advisor import sentence
+
+    return sentence(hw, target.kernel, landscape_problem(target), None, target.space.names).context
+
+
+def _key_of(advisor, target, row):
+    words = advisor.lm.vocab.decode(list(row))
+    return config_key(advisor.lm.vocab.parse_config(words, target.space))
