@@ -69,13 +69,14 @@ def _fractions(target: Landscape, configs: Sequence[dict[str, Any]]) -> list[flo
 
 
 def evaluate(landscapes: Sequence[Landscape], *, k: int = 10, corpus: CorpusOptions | None = None,
-             options: TrainOptions | None = None, same_kernel_only: bool = False,
+             options: TrainOptions | None = None, same_kernel_only: bool = True,
              targets: Sequence[str] | None = None,
              progress: Callable[[str], None] | None = None) -> list[TargetResult]:
     """Leave-one-out over ``landscapes`` (``targets``: only these names are held out in turn).
 
-    Training uses every other file (of every kernel, unless ``same_kernel_only``): the other
-    kernel on the held-out GPU is fair game, the held-out file itself never is.
+    Training uses the other files of the held-out file's kernel (its other GPUs); with
+    ``same_kernel_only`` False also the other kernels' files (the held-out GPU's included: the
+    held-out file itself is never used).
     """
     if len(landscapes) < 2:
         raise ValueError("leave-one-out needs at least two landscape files (one kernel on several GPUs)")

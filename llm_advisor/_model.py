@@ -60,7 +60,11 @@ class TensorLM:
     # --- training ---------------------------------------------------------------------------
     def fit(self, pretrain: Sequence[tuple[Sentence, float]], finetune: Sequence[tuple[Sentence, float]],
             options: TrainOptions, progress: Callable[[str, int, int, float], None] | None = None) -> dict[str, float]:
-        """Pre-train on ``pretrain``, then fine-tune on ``finetune``; returns timings and losses."""
+        """Pre-train on ``pretrain``, then fine-tune on ``finetune``; returns timings and losses.
+
+        ``options.finetune_steps`` must be resolved (``TrainOptions.resolved``)."""
+        if options.finetune_steps is None:
+            raise ValueError("finetune_steps is None: resolve the options for the number of problems first")
         torch.set_num_threads(max(1, options.threads))
         torch.manual_seed(options.seed)
         rng = random.Random(options.seed)
@@ -100,6 +104,7 @@ class TensorLM:
         self.model.eval()
         stats["train_seconds"] = time.perf_counter() - t0
         self.meta.setdefault("training", {}).update(stats)
+        self.meta["train_options"] = asdict(options)
         return stats
 
     def _logprobs(self, prefixes: torch.Tensor, suffix: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,10 @@ class TrainOptions:
     dropout: float = 0.0  # word dropout regularizes; layer dropout only slows CPU training
     batch_size: int = 64
     pretrain_steps: int = 150
-    finetune_steps: int = 5000
+    # None: ``steps_per_problem`` for each measured problem (a device x kernel x shape), within
+    # [2000, 20000]: every problem gets the same share of training however many there are.
+    finetune_steps: int | None = None
+    steps_per_problem: int = 1000
     lr: float = 3e-3
     weight_decay: float = 0.01
     quality_weight: float = 3.0  # loss weight of the quality word against the config words
@@ -36,3 +39,9 @@ class TrainOptions:
     prefix_variants: int = 4  # dropout patterns of the shared prefix per batch (divides batch_size)
     threads: int = 1  # more threads on a shared, oversubscribed CPU is ~20x slower (measured)
     seed: int = 0
+
+    def resolved(self, problems: int) -> TrainOptions:
+        """These options with ``finetune_steps`` fixed for ``problems`` measured problems."""
+        if self.finetune_steps is not None:
+            return self
+        return replace(self, finetune_steps=min(20_000, max(2_000, self.steps_per_problem * problems)))

@@ -36,9 +36,10 @@ class TLMAdvisor(Advisor):
     - "expected": the config's expected quality band on this device, from the probabilities of
       the quality words the model writes after the config (band values: -ln of the band's
       middle rank fraction, so q=0 is worth ~6 and a failure 0);
-    - "blend" (default): the mean of "expected" on this device and on an unknown device (every
-      hardware word unknown: the consensus of all devices seen in training), a hedge against a
-      new device that is unlike the devices its words make it resemble;
+    - "blend" (default): for a device the model never saw measured on this kernel, the mean of
+      "expected" on this device and on an unknown device (every hardware word unknown: the
+      consensus of all devices seen in training), a hedge against a new device that is unlike
+      the devices its words make it resemble; for a device it was trained on, "expected";
     - "likelihood": ``log P(config | context)``, the plain TLM generator's score.
     ``Proposal.score`` is the ranking value. ``method``: "auto" (exhaustive when the valid set
     has at most ``max_exhaustive`` configs, else constrained beam search), "exhaustive", "beam".
@@ -77,7 +78,7 @@ class TLMAdvisor(Advisor):
             return []
         context = sentence(hardware, kernel, problem, None, space.names).context
         ok = [(c, t) for c, t in measured if t is not None and t > 0 and space.is_valid(c)]
-        rank = self._ranker(context)
+        rank = self._ranker(context, seen=self.seen(hardware, kernel))
         self.last_weights = {}
         if len(ok) >= self.min_evidence and self.ranking != "likelihood":
             rank = self._conditioned(hardware, kernel, problem, space, context, measured)
@@ -108,10 +109,14 @@ class TLMAdvisor(Advisor):
         log.info("advisor: hypotheses %s", {h: round(w, 3) for h, w in self.last_weights.items()})
         return lambda cand: sum(w * self.expected(hypotheses[h], cand) for h, w in self.last_weights.items())
 
-    def _ranker(self, context: Sequence[str]) -> Callable[[Sequence[Sequence[int]]], torch.Tensor]:
+    def seen(self, hardware: Hardware, kernel: str) -> bool:
+        """Whether the model was trained on measurements of ``kernel`` on this device."""
+        return any(Hardware.from_dict(hw).key == hardware.key for hw in self.lm.meta.get("devices", {}).get(kernel, []))
+
+    def _ranker(self, context: Sequence[str], *, seen: bool = False) -> Callable[[Sequence[Sequence[int]]], torch.Tensor]:
         if self.ranking == "likelihood":
             return lambda ids: self.lm.score(context, ids)[0]
-        if self.ranking == "expected":
+        if self.ranking == "expected" or seen:
             return lambda ids: self.expected(context, ids)
         anonymous = [unknown_word(w) if w.startswith("hw.") else w for w in context]
         return lambda ids: (self.expected(context, ids) + self.expected(anonymous, ids)) / 2
@@ -143,8 +148,8 @@ def train(records: Sequence[TuningRecord], *, corpus: CorpusOptions | None = Non
     model writes their grammar (the attention kernels' spaces, before a GPU measured them).
     """
     corpus = corpus or CorpusOptions()
-    options = options or TrainOptions()
     groups = group_records(records)
+    options = (options or TrainOptions()).resolved(sum(g.optimum is not None for g in groups))
     if not groups and not spaces:
         raise ValueError("no training records and no spaces: nothing to train the advisor on")
     pre = pretrain_sentences(groups, corpus, spaces)

@@ -112,3 +112,10 @@ def advisor_context(hw, target):
 def _key_of(advisor, target, row):
     words = advisor.lm.vocab.decode(list(row))
     return config_key(advisor.lm.vocab.parse_config(words, target.space))
+
+
+def test_finetune_steps_scale_with_the_problems():
+    assert TrainOptions().resolved(5).finetune_steps == 5000
+    assert TrainOptions().resolved(1).finetune_steps == 2000
+    assert TrainOptions().resolved(500).finetune_steps == 20000
+    assert TrainOptions(finetune_steps=7).resolved(12).finetune_steps == 7

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = asub.add_parser(
         "eval", help="leave-one-out: train on all landscapes but one, score the proposals on the one left out",
-        description="For each landscape file in turn, train an advisor from scratch on the other files and "
+        description="For each landscape file in turn, train an advisor from scratch on the other files of its "
+        "kernel (its other GPUs) and "
         "measure its top-k proposals on the held-out file: first_fraction (optimum time / time of the first "
         "proposal, 0 if it failed) and top10_fraction (best of the first ten). Printed next to naive transfer "
         "(configs by mean log-rank on the other GPUs of the same kernel).",
@@ -63,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--landscape", nargs="+", required=True, metavar="PATH", help="landscape files or directories")
     e.add_argument("--target", nargs="*", default=None, metavar="NAME",
                    help="hold out only these (e.g. convolution_milo/A100); default: every file")
-    e.add_argument("--same-kernel-only", action="store_true",
-                   help="train only on files of the held-out file's kernel")
+    e.add_argument("--cross-kernel", action="store_true",
+                   help="also train on the files of other kernels (default: only the held-out file's kernel, "
+                   "its other GPUs)")
     e.add_argument("-k", type=int, default=10, help="proposals per target (default 10)")
     _add_train_options(e)
     add_json_argument(e)
@@ -76,7 +78,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
     d = TrainOptions()
     p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps, help=f"default {d.pretrain_steps}")
-    p.add_argument("--finetune-steps", type=int, default=d.finetune_steps, help=f"default {d.finetune_steps}")
+    p.add_argument("--finetune-steps", type=int, default=None,
+                   help=f"default: {d.steps_per_problem} per measured problem (device x kernel x shape), 2000..20000")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch CPU threads (default {d.threads}: on a shared CPU more threads are slower)")
@@ -86,7 +89,7 @@ def _train_options(args: argparse.Namespace):
     from tritune.llm_advisor import TrainOptions
 
     for name in ("pretrain_steps", "finetune_steps", "threads"):
-        if getattr(args, name) < (1 if name == "threads" else 0):
+        if getattr(args, name) is not None and getattr(args, name) < (1 if name == "threads" else 0):
             raise CLIError(f"--{name.replace('_', '-')}={getattr(args, name)} must be positive")
     return TrainOptions(pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps, seed=args.seed,
                         threads=args.threads)
@@ -111,12 +114,13 @@ def _landscapes(paths: list[str]):
     return load_landscapes(files)
 
 
-def _progress_bar(total: int, desc: str):
+def _progress_bar(desc: str):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+    bar = tqdm(desc=desc, file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
 
-    def update(phase: str, step: int, _total: int, loss: float) -> None:
+    def update(phase: str, step: int, total: int, loss: float) -> None:
+        bar.total = total
         bar.set_postfix_str(f"{phase} loss {loss:.3f}")
         bar.update(step - bar.n)
 
@@ -139,7 +143,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not records:
         raise CLIError("no training records: pass --landscape PATH... and/or a --db with trials")
     options = _train_options(args)
-    bar, update = _progress_bar(options.pretrain_steps + options.finetune_steps, "training advisor")
+    bar, update = _progress_bar("training advisor")
     with bar:
         lm = train(records, options=options, spaces=() if args.no_attention_spaces else attention_spaces(),
                    progress=update)
@@ -205,7 +209,7 @@ def run_eval(args: argparse.Namespace) -> int:
         results = []
         for target in todo:
             bar.set_postfix_str(target.name)
-            results.extend(evaluate(landscapes, k=args.k, options=options, same_kernel_only=args.same_kernel_only,
+            results.extend(evaluate(landscapes, k=args.k, options=options, same_kernel_only=not args.cross_kernel,
                                     targets=[target.name]))
             bar.update(1)
     summary = {
