@@ -11,12 +11,13 @@ holds one problem's sentences, the context runs once and its keys/values are reu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ class TensorLM:
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(d, safe_serialization=True)
+        with _quiet():
+            self.model.save_pretrained(d, safe_serialization=True)
         self.vocab.save(d / "vocab.json")
         (d / "advisor.json").write_text(json.dumps(self.meta, indent=1, sort_keys=True, default=str))
         return d
@@ -157,7 +159,8 @@ class TensorLM:
         missing = [f for f in ("config.json", "model.safetensors", "vocab.json") if not (d / f).exists()]
         if missing:
             raise FileNotFoundError(f"advisor checkpoint {d} lacks {missing}; train one with 'tritune advisor train'")
-        model = GPT2LMHeadModel.from_pretrained(d, local_files_only=True)
+        with _quiet():
+            model = GPT2LMHeadModel.from_pretrained(d, local_files_only=True)
         vocab = Vocabulary.load(d / "vocab.json")
         if model.config.vocab_size != len(vocab):
             raise ValueError(f"advisor checkpoint {d}: model has {model.config.vocab_size} words, vocab.json {len(vocab)}")
@@ -230,6 +233,20 @@ class _WordDropper:
         if variants > 1:
             drop[1] = self.hardware[rows[1]]
         return torch.where(drop, self.unknown[rows], rows)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No transformers progress bars while saving/loading a checkpoint of a few hundred KB."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def sentence_length(sentences: Sequence[Sentence]) -> int:

@@ -21,7 +21,7 @@ from tritune.llm_advisor._generate import propose
 from tritune.llm_advisor._language import Vocabulary, config_word, sentence, unknown_word
 from tritune.llm_advisor._model import TensorLM, sentence_length
 from tritune.llm_advisor._options import CorpusOptions, TrainOptions
-from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value
+from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value, config_key
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,35 @@ class TLMAdvisor(Advisor):
             return []
         context = sentence(hardware, kernel, problem, None, space.names).context
         ok = [(c, t) for c, t in measured if t is not None and t > 0 and space.is_valid(c)]
-        rank = self._ranker(context, seen=self.seen(hardware, kernel))
         self.last_weights = {}
+        if not self.knows(kernel):
+            return self._grammar_only(context, space, k, measured)
+        rank = self._ranker(context, seen=self.seen(hardware, kernel))
         if len(ok) >= self.min_evidence and self.ranking != "likelihood":
             rank = self._conditioned(hardware, kernel, problem, space, context, measured)
         found = propose(self.lm, context, space, k, rank, [c for c, _ in measured],
                         max_exhaustive=self.max_exhaustive, method=self.method)
         return [Proposal(config, score) for config, score in found]
+
+    def knows(self, kernel: str) -> bool:
+        """Whether the model was trained on measurements of ``kernel`` (on any device)."""
+        return bool(self.lm.meta.get("devices", {}).get(kernel))
+
+    def _grammar_only(self, context: Sequence[str], space: SearchSpace, k: int,
+                      measured: Sequence[tuple[Mapping[str, Value], float | None]]) -> list[Proposal]:
+        """A kernel never measured: the model knows its grammar, not its speed. The space's
+        default (the config that always works) comes first, then the model's likeliest configs."""
+        log.info("advisor: no measurements of %s in training; proposing its default, then likely configs", space.name)
+        done = {config_key(c) for c, _ in measured}
+        out: list[Proposal] = []
+        default = space.default()
+        if config_key(default) not in done and space.is_valid(default):
+            out.append(Proposal(default, 0.0))
+            done.add(config_key(default))
+        found = propose(self.lm, context, space, k - len(out), lambda ids: self.lm.score(context, ids)[0],
+                        [*(c for c, _ in measured), *(p.config for p in out)],
+                        max_exhaustive=self.max_exhaustive, method=self.method)
+        return out + [Proposal(c, s) for c, s in found]
 
     def _conditioned(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
                      context: Sequence[str], measured: Sequence[tuple[Mapping[str, Value], float | None]],

@@ -52,3 +52,16 @@ def test_landscape_proposals_are_recorded_configs(shipped, kernel_tuner_cache):
         # Trained on these very files: its first proposal is near the optimum (a fit check, not
         # transfer; convolution on A100 is the one landscape this small model fits badly, 0.49).
         assert land.fraction_of_optimum(land.lookup(props[0].config).time_ms) > 0.9
+
+
+def test_unmeasured_kernel_gets_its_default_first(shipped):
+    """No GPU has measured the attention kernels yet: the advisor knows their grammar, not their
+    speed, and says so by putting the always-valid default first."""
+    spec = FlashAttentionSpec(batch=1, heads_q=32, heads_kv=8, seq_q=2048, seq_kv=2048, head_dim=128, causal=True)
+    hw = Hardware.from_spec("H100")
+    space = space_for(spec, hw)
+    assert not shipped.knows("flash_attention") and shipped.knows("convolution_kernel")
+    props = shipped.propose(hw, spec.kernel, spec.to_dict(), space, 4)
+    assert props[0].config == space.default()
+    again = shipped.propose(hw, spec.kernel, spec.to_dict(), space, 4, measured=[(space.default(), 1.0)])
+    assert space.default() not in [p.config for p in again] and len(again) == 4

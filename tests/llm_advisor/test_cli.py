@@ -33,7 +33,7 @@ def test_train_then_suggest_then_eval(toy_dir, tmp_path, capsys):
     assert out["groups"] == 4 and (ckpt / "model.safetensors").exists() and out["bytes"] < 5e6
     land = sorted(toy_dir.glob("*.json.gz"))[0]
     out = _json(capsys, ["advisor", "suggest", "--landscape", str(land), "--checkpoint", str(ckpt), "-k", "4", "--json"])
-    assert len(out["proposals"]) == 4 and all("logprob" in p for p in out["proposals"])
+    assert len(out["proposals"]) == 4 and all("score" in p for p in out["proposals"])
     files = [str(f) for f in sorted(toy_dir.glob("*.json.gz"))[:3]]
     out = _json(capsys, ["advisor", "eval", "--landscape", *files, "-k", "3", *small, "--json"])
     assert out["summary"]["targets"] == 3

@@ -180,14 +180,20 @@ def run_suggest(args: argparse.Namespace) -> int:
         kernel, problem, space = spec.kernel, spec.to_dict(), space_for(spec, hardware)
     advisor = TLMAdvisor.load(args.checkpoint)
     proposals = advisor.propose(hardware, kernel, problem, space, args.k)
+    known = advisor.knows(kernel)
+    ranking = advisor.ranking if known else "grammar only: default first, then likelihood"
     if args.json:
-        print(json.dumps({"hardware": hardware.key, "kernel": kernel, "problem": problem,
-                          "proposals": [{"config": dict(p.config), "logprob": p.score} for p in proposals]}, indent=2))
+        print(json.dumps({"hardware": hardware.key, "kernel": kernel, "problem": problem, "ranking": ranking,
+                          "trained_on_kernel": known, "seen_device": advisor.seen(hardware, kernel),
+                          "proposals": [{"config": dict(p.config), "score": p.score} for p in proposals]}, indent=2))
     else:
-        print(f"{kernel} on {hardware.name}: top {len(proposals)} of the advisor")
+        print(f"{kernel} on {hardware.name}: top {len(proposals)} of the advisor (ranking: {ranking})")
+        if not known:
+            print(f"note: the advisor was trained on no measurements of {kernel}; train it on a tuning database "
+                  "with 'tritune advisor train' to rank by speed")
         names = list(space.names)
         print_table([[i + 1, *(p.config[n] for n in names), round(p.score, 3)] for i, p in enumerate(proposals)],
-                    ["#", *names, "logprob"])
+                    ["#", *names, "score"])
     return 0
 
 
