@@ -62,9 +62,13 @@ _tritune_pg_start() {
   export TRITUNE_TEST_POSTGRES_DIR="$dir"
   echo "postgres.sh: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data in $dir)"
   echo "export TRITUNE_TEST_POSTGRES_URL=$TRITUNE_TEST_POSTGRES_URL"
-  # Stop it when the shell that sourced us exits (unless that shell already has an EXIT trap).
-  if [ -z "$(trap -p EXIT)" ]; then
-    trap "$(printf '%q ' "${run[@]}")$bindir/pg_ctl -D $dir/data -m immediate stop >/dev/null 2>&1; rm -rf $dir" EXIT
+  local stop
+  stop="$(printf '%q ' "${run[@]}")$bindir/pg_ctl -D $dir/data -m immediate stop >/dev/null 2>&1; rm -rf $dir"
+  if [ "${BASH_SOURCE[1]:-$0}" != "$0" ]; then
+    # Sourced (.ci/run): stop it when that shell exits, unless the shell has its own EXIT trap.
+    [ -z "$(trap -p EXIT)" ] && trap "$stop" EXIT
+  else
+    echo "postgres.sh: the server keeps running; stop it with: $stop"
   fi
   return 0
 }

@@ -113,7 +113,6 @@ def ceilings(ctx: Any) -> dict[str, Any]:
     dst = torch.empty_like(src)
     copy_ms = _time_ms(lambda: dst.copy_(src), ctx)
     gbs = 2 * src.numel() * src.element_size() / (copy_ms * 1e-3) / 1e9  # read + write
-    del a, b, src, dst
     return {
         "matmul_n": n, "matmul_dtype": str(dtype), "matmul_ms": mm_ms, "matmul_tflops": tflops,
         "copy_bytes": 2 * elems * (2 if ctx.device == "cuda" else 4), "copy_ms": copy_ms, "copy_gbs": gbs,

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
 from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value
 
 
@@ -31,4 +30,5 @@ class CostModel(ABC):
 
     def update(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
                configs: Sequence[Mapping[str, Value]], times_ms: Sequence[float | None]) -> None:
-        """Learn from target measurements; the default ignores them."""
+        """Learn from target measurements (None = the config failed); the default ignores them."""
+        return None

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-
 from tritune.search_space import Hardware, TuningRecord, config_key
 
 from ._schema import MIGRATIONS, SCHEMA_VERSION

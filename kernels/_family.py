@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-
-from tritune.search_space import Config, Hardware, ProblemSpec, SearchSpace, default_config, space_for
+from tritune.search_space import (
+    Config,
+    Hardware,
+    ProblemSpec,
+    SearchSpace,
+    default_config,
+    space_for,
+)
 
 from ._compile import CompileReport
 

@@ -19,8 +19,9 @@ What it covers beyond the tutorial:
   zero-filled by the descriptor instead of masked loads.
 
 Interpreter note: ``tl.dot`` on two bfloat16 tensors is wrong under ``TRITON_INTERPRET=1``
-(triton-lang/triton#11584). The launcher sets ``DOT_FP32`` only when interpreting, which upcasts
-the dot operands to fp32; the GPU code path never sees it.
+(triton-lang/triton#11584), and fp16 dots run in numpy's slow software float16. The launcher
+sets ``DOT_FP32`` only when interpreting: the dot operands are upcast to fp32 (P rounded to the
+input dtype first, as on the GPU), which is exact; the GPU code path never sees the flag.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 from tritune.search_space import FlashAttentionConfig, FlashAttentionSpec, interpreting
-from tritune.search_space.flash_attention import padded_head_dim, tma_supported
+from tritune.search_space.flash_attention import padded_head_dim
 
 from ._compile import CompileReport, compile_for_target
 from ._family import TORCH_DTYPES, KernelFamily, Verification, compare, source_hash
@@ -44,7 +45,6 @@ except ImportError:  # pragma: no cover - older triton
     TensorDescriptor = None
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,6 +60,8 @@ def _load_tile(base, desc, desc_b, desc_h, row0, n_rows, stride_r, stride_d,
     else:
         offs_r = row0 + tl.arange(0, ROWS)
         offs_d = tl.arange(0, BLOCK_D)
+        # Addresses are recomputed per tile on purpose: a hoisted [ROWS, BLOCK_D] offset tile
+        # costs ~30 registers per thread and made the 128x64 Ampere tiles spill (compile tier).
         ptrs = base + offs_r[:, None] * stride_r + offs_d[None, :] * stride_d
         if CHECK_ROWS:
             if HEAD_DIM == BLOCK_D:
@@ -95,7 +97,6 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
             qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=DOT_PRECISION)
         else:
             qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        qk = qk * qk_scale
         if MASKED:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             keep = offs_n[None, :] < kv_hi
@@ -104,21 +105,24 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m[:, None] + causal_shift)
             qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        # The scale (> 0) is applied to the row max and fused into the exponent's argument
+        # (one FMA per score), as in the Triton tutorial.
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         if MASKED:
             # A row that has seen no visible key yet keeps m = -inf; shift by 0 so that
             # exp2(-inf - -inf) never produces NaN.
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
             m_use = m_new
-        p = tl.math.exp2(qk - m_use[:, None])
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         v = _load_tile(v_base, v_desc, off_b, off_hkv, start_n, kv_hi, stride_vn, stride_vd,
                        BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
         if DOT_FP32:
-            acc = tl.dot(p, v.to(tl.float32), acc, input_precision=DOT_PRECISION)
+            # Round P to the input dtype first, exactly as the GPU path does.
+            acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc, input_precision=DOT_PRECISION)
         else:
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
         m_i = m_new
@@ -218,15 +222,16 @@ def _attn_fwd(
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     if STORE_LSE:
-        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # ln 2
         tl.store(LSE + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+    # The output has the inputs' dtype (the launcher allocates it so).
     if USE_TMA:
-        Out.store([off_b, off_h, start_m, 0], out.to(Out.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
+        Out.store([off_b, off_h, start_m, 0], out.to(q.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
     else:
         offs_d = tl.arange(0, BLOCK_D)
         o_base = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh
         o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < HEAD_DIM))
+        tl.store(o_ptrs, out.to(q.dtype), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < HEAD_DIM))
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,6 +266,8 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
     heads_kv, seq_kv = k.shape[1], k.shape[2]
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
+    if not scale > 0:
+        raise ValueError(f"scale={scale!r} must be positive")
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if out.numel() == 0:
@@ -287,7 +294,9 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
         heads_q, heads_q // heads_kv, seq_q, seq_kv,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         CAUSAL=causal, WINDOW=window is not None, SPLIT_DIAG=bool(config.split_diag), USE_TMA=use_tma, STORE_LSE=store_lse,
-        DOT_FP32=interp and q.dtype == torch.bfloat16,
+        # Interpreter only: bf16 dots are wrong there (triton#11584) and fp16 dots run in
+        # numpy's software float16; fp32 dots of the upcast operands give the GPU's numbers.
+        DOT_FP32=interp and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if (interp or q.dtype == torch.float32) else "tf32",
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
@@ -298,37 +307,42 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
 # Reference
 # --------------------------------------------------------------------------------------------
 def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                   scale: float | None, dtype: torch.dtype, kv_window: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   scale: float | None, dtype: torch.dtype, kv_window: torch.Tensor | None = None,
+                   max_scores: int = 1 << 26) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain attention in ``dtype`` (float64 for the reference, the input dtype for the baseline).
 
     Returns (out [B, Hq, Sq, D] in ``dtype``, lse [B, Hq, Sq] float32). Same semantics as the
     kernel: GQA by head grouping, bottom-right causal (or the window's shift), keys outside the
-    window invisible, rows without visible keys give 0 / -inf.
+    window invisible, rows without visible keys give 0 / -inf. Works through query-row chunks of
+    at most ``max_scores`` scores, so tuning-size problems (16k x 16k) fit in memory.
     """
     batch, heads_q, seq_q, head_dim = q.shape
     heads_kv, seq_kv = k.shape[1], k.shape[2]
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
     group = heads_q // heads_kv
-    qd = q.to(dtype)
-    kd = k.to(dtype).repeat_interleave(group, dim=1)
-    vd = v.to(dtype).repeat_interleave(group, dim=1)
-    scores = torch.matmul(qd, kd.transpose(-1, -2)) * scale
-    i = torch.arange(seq_q, device=q.device)[None, :, None]
-    j = torch.arange(seq_kv, device=q.device)[None, None, :]
-    if kv_window is not None:
-        lo, hi, shift = (kv_window[:, c].long().to(q.device)[:, None, None] for c in range(3))
-        visible = (j >= lo) & (j < hi)
-    else:
-        shift = seq_kv - seq_q
-        visible = torch.ones(1, seq_q, seq_kv, dtype=torch.bool, device=q.device)
-    if causal:
-        visible = visible & (j <= i + shift)
-    scores = scores.masked_fill(~visible[:, None], float("-inf"))
-    lse = torch.logsumexp(scores.float(), dim=-1)
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no visible key -> 0
-    return torch.matmul(probs, vd), lse
+    out = torch.empty(q.shape, dtype=dtype, device=q.device)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    j = torch.arange(seq_kv, device=q.device)[None, :]
+    rows = max(1, max_scores // max(1, heads_q * seq_kv))
+    for b in range(batch):
+        kd = k[b].to(dtype).repeat_interleave(group, dim=0)
+        vd = v[b].to(dtype).repeat_interleave(group, dim=0)
+        if kv_window is not None:
+            lo, hi, shift = (int(x) for x in kv_window[b].tolist())
+        else:
+            lo, hi, shift = 0, seq_kv, seq_kv - seq_q
+        for r0 in range(0, seq_q, rows):
+            r1 = min(seq_q, r0 + rows)
+            scores = torch.matmul(q[b, :, r0:r1].to(dtype), kd.transpose(-1, -2)) * scale
+            visible = (j >= lo) & (j < hi)
+            if causal:
+                visible = visible & (j <= torch.arange(r0, r1, device=q.device)[:, None] + shift)
+            scores = scores.masked_fill(~visible, float("-inf"))
+            lse[b, :, r0:r1] = torch.logsumexp(scores.float(), dim=-1)
+            probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no visible key -> 0
+            out[b, :, r0:r1] = torch.matmul(probs, vd)
+    return out, lse
 
 
 def _math(inputs: Mapping[str, Any], dtype: torch.dtype) -> torch.Tensor:
@@ -396,14 +410,14 @@ class FlashAttentionFamily(KernelFamily):
     module_name = __name__
 
     def make_inputs(self, spec: FlashAttentionSpec, device: torch.device | str, seed: int) -> dict[str, Any]:
-        gen = torch.Generator(device="cpu").manual_seed(seed)
+        device = torch.device(device)
+        gen = torch.Generator(device=device).manual_seed(seed)  # drawn where used: tuning sizes are big
         dtype = TORCH_DTYPES[spec.dtype]
 
         def draw(heads: int, seq: int) -> torch.Tensor:
-            # Fresh normal draws never hit exact zeros; moved to the device after drawing so
-            # the values do not depend on the device's generator.
-            t = torch.randn(spec.batch, heads, seq, spec.head_dim, generator=gen, dtype=torch.float32)
-            return t.to(device=device, dtype=dtype)
+            # Normal draws: fresh for every seed, and never all zeros.
+            t = torch.randn(spec.batch, heads, seq, spec.head_dim, generator=gen, device=device)
+            return t.to(dtype)
 
         return {"q": draw(spec.heads_q, spec.seq_q), "k": draw(spec.heads_kv, spec.seq_kv),
                 "v": draw(spec.heads_kv, spec.seq_kv), "causal": spec.causal, "scale": None}
@@ -435,4 +449,4 @@ class FlashAttentionFamily(KernelFamily):
 
 FAMILY = FlashAttentionFamily()
 
-__all__ = ["FAMILY", "FlashAttentionFamily", "attention_math", "baseline", "launch", "reference", "tma_supported"]
+__all__ = ["FAMILY", "FlashAttentionFamily", "attention_math", "baseline", "launch", "reference"]

@@ -11,7 +11,16 @@ from typing import Any
 
 from . import flash_attention as _fa
 from . import paged_attention as _pa
-from ._space import Config, Constraint, Param, ParamConfig, SearchSpace, Value, config_key, pow2_ceil
+from ._space import (
+    Config,
+    Constraint,
+    Param,
+    ParamConfig,
+    SearchSpace,
+    Value,
+    config_key,
+    pow2_ceil,
+)
 from ._specs import (
     DTYPE_BYTES,
     DTYPES,
@@ -25,7 +34,15 @@ from ._specs import (
     spec_type,
 )
 from .flash_attention import FlashAttentionConfig
-from .hardware import CPU_INTERPRETER, DEVICE_SPECS, DeviceSpec, Hardware, detect, device_spec, interpreting
+from .hardware import (
+    CPU_INTERPRETER,
+    DEVICE_SPECS,
+    DeviceSpec,
+    Hardware,
+    detect,
+    device_spec,
+    interpreting,
+)
 from .landscape import Entry, Landscape, load_landscapes, write_landscape
 from .paged_attention import PagedAttentionConfig
 from .records import TuningRecord

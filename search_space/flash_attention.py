@@ -76,20 +76,51 @@ def tma_supported(hardware: Hardware) -> bool:
     return bool(major) and major[0] >= 9
 
 
-def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value]) -> int:
-    """Estimated shared memory of one program (bytes): the compiler's layout, calibrated.
+def target_arch(hardware: Hardware) -> int:
+    """CUDA compute capability as an int (90 for sm_90); the interpreter stands in for sm_90."""
+    if hardware.is_interpreter:
+        return 90
+    digits = _version(hardware.compute_capability)
+    if hardware.backend != "cuda" or len(digits) < 1:
+        return 0  # not CUDA: the Ampere-style upper bound below applies
+    return digits[0] * 10 + (digits[1] if len(digits) > 1 else 0)
 
-    Triton keeps ``num_stages`` copies of the K and V tiles in flight when pipelining
-    (``num_stages`` >= 2) and stages Q once through shared memory for the first dot; with one
-    stage K and V still pass through shared memory once each for the dot operand layout.
+
+def uses_wgmma(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int) -> bool:
+    """Hopper's warpgroup MMA: sm_90+, 16-bit operands, 64 query rows per warpgroup."""
+    return (arch >= 90 and spec.dtype in ("fp16", "bf16") and int(values["block_m"]) >= 64
+            and int(values["num_warps"]) >= 4)
+
+
+def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int = 90) -> int:
+    """Shared memory of one program in bytes (dynamic + static), as the compiler lays it out.
+
+    Calibrated with the compile tier (tests/kernels/test_flash_compile.py):
+
+    - sm_90 with wgmma, ``num_stages`` s >= 2: s buffers each of the K and V tiles, plus Q
+      (wgmma reads its A operand from shared memory), plus 1 KB of static barriers: exact.
+      With one stage Q is sometimes kept in registers: an upper bound.
+    - mma.sync (sm_80/86/89; small tiles or 2 warps on sm_90): the pipeliner keeps s K
+      buffers and s - 1 V buffers, plus layout-conversion scratch for Q and the probabilities,
+      whose reuse by the allocator varies: an upper bound, within 2x of the compiler's figure.
+    - tensor descriptors add up to 1 KB of barriers and alignment.
     """
     elt = DTYPE_BYTES[spec.dtype]
     d = padded_head_dim(spec.head_dim)
     block_m, block_n = int(values["block_m"]), int(values["block_n"])
     stages = max(1, int(values["num_stages"]))
-    kv = 2 * block_n * d * elt * stages
+    tile = block_n * d * elt
     q = block_m * d * elt
-    return kv + q
+    p = block_m * block_n * elt
+    static = 1024 if arch >= 90 else 0
+    tma = 1024 if values.get("use_tma") else 0
+    if uses_wgmma(spec, values, arch):
+        dynamic = 2 * stages * tile + q
+    elif stages == 1:
+        dynamic = max(q, tile) + tile + p
+    else:
+        dynamic = (2 * stages - 1) * tile + q + p + (1024 if elt == 4 else 0)
+    return dynamic + static + tma
 
 
 def registers_per_thread(spec: FlashAttentionSpec, values: Mapping[str, Value]) -> int:
@@ -106,12 +137,13 @@ def registers_per_thread(spec: FlashAttentionSpec, values: Mapping[str, Value]) 
 
 def space(spec: FlashAttentionSpec, hardware: Hardware) -> SearchSpace:
     limit = hardware.smem_per_block
+    arch = target_arch(hardware)
     seq_q_tile = max(MIN_DOT, pow2_ceil(spec.seq_q))
     seq_kv_tile = max(MIN_DOT, pow2_ceil(spec.seq_kv))
     tma_ok = tma_supported(hardware)
 
     def smem(values: Mapping[str, Value]) -> str | None:
-        need = smem_bytes(spec, values)
+        need = smem_bytes(spec, values, arch)
         if need > limit:
             return f"needs ~{need} B of shared memory, the device allows {limit} B per block"
         return None
@@ -160,17 +192,24 @@ def space(spec: FlashAttentionSpec, hardware: Hardware) -> SearchSpace:
     )
 
 
+# Defaults by padded head dim, FlashInfer-style: the largest tiles the compile tier shows
+# compiling without spills (sm_90: wgmma; sm_80: mma.sync, where Q sits in registers).
+# (block_m, block_n, num_warps, num_stages); checked by tests/kernels/test_flash_compile.py.
+_HOPPER_DEFAULTS = {64: (128, 128, 8, 3), 128: (128, 64, 8, 3), 256: (128, 32, 8, 2)}
+_AMPERE_DEFAULTS = {64: (128, 64, 8, 2), 128: (128, 64, 8, 2), 256: (64, 32, 8, 2)}
+
+
 def _preferred(spec: FlashAttentionSpec, hardware: Hardware) -> list[FlashAttentionConfig]:
-    """Fallback candidates, best first (FlashInfer-style: pick by head dim and architecture)."""
-    hopper = hardware.compute_capability.startswith("9") or hardware.is_interpreter
-    d = padded_head_dim(spec.head_dim)
-    block_ns = (128, 64, 32) if d <= 64 else (64, 32, 16)
-    out = []
-    for block_m in (128, 64, 32, 16):
-        warps = 8 if block_m == 128 else 4
-        for block_n in block_ns:
-            for stages in ((3, 2, 1) if hopper else (2, 1)):
-                out.append(FlashAttentionConfig(block_m, block_n, warps, stages, True, False))
+    """Fallback candidates, best first: the table entry, then smaller tiles for short sequences."""
+    arch = target_arch(hardware)
+    d = min(256, max(64, padded_head_dim(spec.head_dim)))
+    table = _HOPPER_DEFAULTS if arch >= 90 else _AMPERE_DEFAULTS
+    block_m, block_n, warps, stages = table[d]
+    out = [FlashAttentionConfig(block_m, block_n, warps, stages, True, False)]
+    for bm in (128, 64, 32, 16):
+        for bn in (128, 64, 32, 16):
+            if bm <= block_m and bn <= block_n:
+                out.append(FlashAttentionConfig(bm, bn, warps if bm >= 64 else 4, min(stages, 2), True, False))
     return out
 
 
@@ -179,7 +218,7 @@ def _fits(spec: FlashAttentionSpec, hardware: Hardware, cfg: FlashAttentionConfi
     if cfg.block_m > max(MIN_DOT, pow2_ceil(spec.seq_q)) or cfg.block_n > max(MIN_DOT, pow2_ceil(spec.seq_kv)):
         return False
     return (registers_per_thread(spec, values) <= REGISTER_BUDGET
-            and smem_bytes(spec, values) <= hardware.smem_per_block)
+            and smem_bytes(spec, values, target_arch(hardware)) <= hardware.smem_per_block)
 
 
 def default_config(spec: FlashAttentionSpec, hardware: Hardware) -> FlashAttentionConfig:

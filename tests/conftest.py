@@ -9,6 +9,10 @@ import os
 import tempfile
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# The interpreter runs every tl.dot as a small numpy matmul; OpenBLAS's thread pool makes those
+# ~1000x slower on a shared 2-core machine (48 ms instead of 0.03 ms for 64x256x64). Must be set
+# before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 _TMP = tempfile.mkdtemp(prefix="tritune-tests-")
 os.environ.setdefault("TRITUNE_DB", os.path.join(_TMP, "tuned.db"))

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from tritune.cli import build_parser, main
 from tritune.db import SCHEMA_VERSION, Trial, TuningDB
 from tritune.kernels import kernel_hash

@@ -2,7 +2,6 @@ import logging
 import sqlite3
 
 import pytest
-
 from tritune.db import Trial, TuningDB
 from tritune.kernels import kernel_hash
 from tritune.runtime import Dispatcher

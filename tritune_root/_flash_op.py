@@ -8,7 +8,6 @@ trace through it.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -20,30 +19,50 @@ _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 MAX_HEAD_DIM = FlashAttentionSpec.MAX_HEAD_DIM
 
 
-@functools.lru_cache(maxsize=4096)
-def _spec(batch: int, heads_q: int, heads_kv: int, seq_q: int, seq_kv: int, head_dim: int,
-          dtype: str, causal: bool) -> FlashAttentionSpec:
-    return FlashAttentionSpec(batch, heads_q, heads_kv, seq_q, seq_kv, head_dim, dtype, causal)
-
-
 def _lse_shape(q: torch.Tensor, return_lse: bool) -> tuple[int, ...]:
     return tuple(q.shape[:3]) if return_lse else (0,)
 
 
-@torch.library.custom_op("tritune::flash_attention", mutates_args=())
-def _flash_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_window: torch.Tensor | None,
-                        causal: bool, scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+# The schema is spelled out rather than inferred, so older torch releases (the GPU image has
+# 2.11) read the same signature.
+SCHEMA = ("(Tensor q, Tensor k, Tensor v, Tensor? kv_window, bool causal, float scale, bool return_lse)"
+          " -> (Tensor, Tensor)")
+
+
+def _flash_attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_window: torch.Tensor | None,
+                          causal: bool, scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads_q, seq_q, head_dim = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(_lse_shape(q, return_lse), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse.fill_(float("-inf"))
-    spec = _spec(batch, heads_q, k.shape[1], seq_q, k.shape[2], head_dim, _DTYPES[q.dtype], causal)
-    config = runtime.select(spec, q.device).config
+    sizes = (batch, heads_q, k.shape[1], seq_q, k.shape[2], head_dim, _DTYPES[q.dtype], causal)
+    config = runtime.dispatcher(q.device).lookup_by(sizes, lambda: FlashAttentionSpec(*sizes)).config
     inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": scale, "kv_window": kv_window}
     _fa.launch(inputs, config, out=out,
                lse=lse if return_lse else None)
     return out, lse
+
+
+_flash_attention_op = torch.library.custom_op("tritune::flash_attention", _flash_attention_impl,
+                                             mutates_args=(), schema=SCHEMA)
+
+
+def _plain_eager(*tensors: torch.Tensor) -> bool:
+    """Plain tensors in eager mode: the op's dispatcher would only forward to the launch.
+
+    Under torch.compile, jit tracing, a dispatch mode (FakeTensorMode, ...) or for tensor
+    subclasses the call goes through the registered operator instead.
+    """
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and all(type(t) is torch.Tensor for t in tensors)
+            and _current_dispatch_mode() is None)
+
+
+def _current_dispatch_mode():
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode()
 
 
 @_flash_attention_op.register_fake
@@ -75,9 +94,13 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
         kv_window = _check_window(kv_window, q)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    elif not isinstance(scale, int | float) or not math.isfinite(scale):
-        raise ValueError(f"scale={scale!r} must be a finite number (or None for 1/sqrt(head_dim))")
-    out, lse = torch.ops.tritune.flash_attention(q, k, v, kv_window, bool(causal), float(scale), bool(return_lse))
+    elif not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale={scale!r} must be a finite positive number (or None for 1/sqrt(head_dim))")
+    args = (q, k, v, kv_window, bool(causal), float(scale), bool(return_lse))
+    if _plain_eager(q, k, v):
+        out, lse = _flash_attention_impl(*args)  # skips ~18 us of dispatcher for the same result
+    else:
+        out, lse = torch.ops.tritune.flash_attention(*args)
     return (out, lse) if return_lse else out
 
 

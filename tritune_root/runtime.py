@@ -28,7 +28,15 @@ from typing import Any
 
 from tritune.db import DatabaseError, TuningDB, default_db_path
 from tritune.kernels import kernel_hash
-from tritune.search_space import Bucket, Config, Hardware, ProblemSpec, default_config, detect, space_for
+from tritune.search_space import (
+    Bucket,
+    Config,
+    Hardware,
+    ProblemSpec,
+    default_config,
+    detect,
+    space_for,
+)
 
 log = logging.getLogger("tritune.runtime")
 

@@ -11,12 +11,19 @@
 Importing this package imports optuna but never torch, triton or a kernel module.
 """
 
-from ._backend import MeasureBackend, MeasureResult, Problem, Status
-from ._bench import BUDGETS, BenchReport, Run, bench_search, random_expectation, run_strategy
-from ._gpu import GpuBackend
-from ._interpreter import InterpreterBackend
-from ._plot import plot_bench, plot_convergence
-from ._problems import (
+from tritune.tuner._backend import MeasureBackend, MeasureResult, Problem, Status
+from tritune.tuner._bench import (
+    BUDGETS,
+    BenchReport,
+    Run,
+    bench_search,
+    random_expectation,
+    run_strategy,
+)
+from tritune.tuner._gpu import GpuBackend
+from tritune.tuner._interpreter import InterpreterBackend
+from tritune.tuner._plot import plot_bench, plot_convergence
+from tritune.tuner._problems import (
     DEFAULT_CPU_PRESET,
     DEFAULT_GPU_PRESET,
     PRESETS,
@@ -27,11 +34,17 @@ from ._problems import (
     preset,
     preset_specs,
 )
-from ._replay import ReplayBackend, landscape_problem
-from ._strategies import DEFAULT_STRATEGY, STRATEGIES, get_strategy, make_strategy, strategy_names
-from ._strategy import Strategy, StrategyContext
-from ._tune import Budget, ProblemReport, TuneReport, tune
-from ._workers import WorkerPool
+from tritune.tuner._replay import ReplayBackend, landscape_problem
+from tritune.tuner._strategies import (
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    get_strategy,
+    make_strategy,
+    strategy_names,
+)
+from tritune.tuner._strategy import Strategy, StrategyContext
+from tritune.tuner._tune import Budget, ProblemReport, TuneReport, tune
+from tritune.tuner._workers import WorkerPool
 
 __all__ = [
     "BUDGETS",

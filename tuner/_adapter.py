@@ -9,10 +9,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from tritune.search_space import Value
-
-from ._backend import MeasureResult, Status
-from ._strategy import Strategy
-from ._study import SpaceCodec, config_from_trial, result_from_trial
+from tritune.tuner._backend import MeasureResult, Status
+from tritune.tuner._strategy import Strategy
+from tritune.tuner._study import SpaceCodec, config_from_trial, result_from_trial
 
 
 class StrategySampler(optuna.samplers.BaseSampler):

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritune.search_space import Landscape, config_key
-
-from ._backend import MeasureResult
-from ._replay import ReplayBackend, landscape_problem
-from ._strategies import get_strategy
-from ._strategy import StrategyContext
+from tritune.tuner._backend import MeasureResult
+from tritune.tuner._replay import ReplayBackend, landscape_problem
+from tritune.tuner._strategies import get_strategy
+from tritune.tuner._strategy import StrategyContext
 
 BUDGETS = (10, 20, 50, 100)
 
@@ -103,8 +102,8 @@ def run_strategy(landscape: Landscape, strategy: str, budget: int, *, seed: int 
             if result.ok and (best is None or result.time_ms < best):  # type: ignore[operator]
                 best = result.time_ms
             curve.append(best)
-    return Run(landscape.name, cls.name if strategy != "default" else "default", repeat, tuple(curve), asks,
-               landscape.optimum_ms)
+    label = f"default ({cls.name})" if strategy == "default" else cls.name
+    return Run(landscape.name, label, repeat, tuple(curve), asks, landscape.optimum_ms)
 
 
 @dataclass

@@ -6,9 +6,8 @@ from collections.abc import Iterator, Mapping
 from typing import ClassVar
 
 from tritune.search_space import SearchSpace, Value, config_key
-
-from ._backend import MeasureResult
-from ._strategy import Strategy, StrategyContext
+from tritune.tuner._backend import MeasureResult
+from tritune.tuner._strategy import Strategy, StrategyContext
 
 
 class ExhaustiveStrategy(Strategy):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import optuna
-
-from ._optuna_strategy import OptunaStrategy
-from ._study import sampler_kwargs_for_constraints
+from tritune.tuner._optuna_strategy import OptunaStrategy
+from tritune.tuner._study import sampler_kwargs_for_constraints
 
 
 class GPStrategy(OptunaStrategy):

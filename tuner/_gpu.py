@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from ._backend import MeasureResult, Problem
-from ._pooled import PRELOAD, PipelinedBackend, arch_of
-from ._tasks import GpuSettings, gpu_measure
-from ._workers import WorkerPool
+from tritune.tuner._backend import MeasureResult, Problem
+from tritune.tuner._pooled import PRELOAD, PipelinedBackend, arch_of
+from tritune.tuner._tasks import GpuSettings, gpu_measure
+from tritune.tuner._workers import WorkerPool
 
 
 class GpuBackend(PipelinedBackend):
@@ -52,7 +52,9 @@ class GpuBackend(PipelinedBackend):
         self.measure_settings = settings or GpuSettings(device_index=device_index)
         self.measure_task = measure_task or gpu_measure
         self.seed = seed
-        self.batch_size = max(2, size + 1)
+        # Enough configs in flight to keep the compile workers ahead of the GPU, but few enough that
+        # a model-based strategy still learns between batches.
+        self.batch_size = max(2, min(8, size + 1))
 
     def _arch(self, problem: Problem) -> int | None:
         return arch_of(problem.hardware)

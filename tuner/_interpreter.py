@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 
-from ._backend import Problem
-from ._pooled import PRELOAD, PipelinedBackend
-from ._tasks import InterpreterSettings, interpreter_measure
-from ._workers import WorkerPool
+from tritune.tuner._backend import Problem
+from tritune.tuner._pooled import PRELOAD, PipelinedBackend
+from tritune.tuner._tasks import InterpreterSettings, interpreter_measure
+from tritune.tuner._workers import WorkerPool
 
 
 class InterpreterBackend(PipelinedBackend):

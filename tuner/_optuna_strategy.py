@@ -15,10 +15,9 @@ from typing import Any, ClassVar
 
 import optuna
 from tritune.search_space import SearchSpace, Value, config_key
-
-from ._backend import MeasureResult
-from ._strategy import Strategy, StrategyContext
-from ._study import Pending, SpaceCodec, StudyDriver
+from tritune.tuner._backend import MeasureResult
+from tritune.tuner._strategy import Strategy, StrategyContext
+from tritune.tuner._study import Pending, SpaceCodec, StudyDriver
 
 
 class OptunaStrategy(Strategy):
@@ -55,8 +54,17 @@ class OptunaStrategy(Strategy):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             study = optuna.create_study(direction="minimize", sampler=self.make_sampler())
             self._driver = self.make_driver(study)
-            self._driver.enqueue(self.context.seeds)
+            self._driver.enqueue(self.initial_configs())
         return self._driver
+
+    def initial_configs(self) -> list[dict[str, Value]]:
+        """Configs measured first, in order (before ``startup`` random ones and the sampler).
+
+        The default is ``context.seeds`` (advisor proposals and the family default, from
+        ``tune``). Seeding strategies override this, e.g. to put a model's proposals computed
+        from ``context.train_records`` first; ``tune`` and bench-search both use it.
+        """
+        return [dict(s) for s in self.context.seeds]
 
     def make_driver(self, study: optuna.Study, *, worker: str = "") -> StudyDriver:
         """The driver for ``study`` with this strategy's rules (``startup``: random valid configs

@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from tritune.search_space import Hardware, Value, config_key
-
-from ._backend import MeasureBackend, MeasureResult, Problem, Status
-from ._tasks import aot_compile, classify
-from ._workers import Outcome, WorkerPool, wait_any
+from tritune.tuner._backend import MeasureBackend, MeasureResult, Problem, Status
+from tritune.tuner._tasks import aot_compile, classify
+from tritune.tuner._workers import Outcome, WorkerPool, wait_any
 
 # Imported by every worker before it takes tasks (seconds on a busy machine), so that import time
 # never counts against a config's timeout.
@@ -170,6 +169,8 @@ def _with_report(result: MeasureResult, report: Mapping[str, Any] | None) -> Mea
         if report.get(key) is not None:
             extra[key] = report[key]
     extra["aot_compile_ms"] = report.get("compile_ms")
+    # compile_ms: the measuring worker's own compile (first launch) when it had one, else the AOT one.
+    compile_ms = result.compile_ms if result.compile_ms is not None else report.get("compile_ms")
     return MeasureResult(result.status, time_ms=result.time_ms, times_ms=result.times_ms, error=result.error,
-                         compile_ms=result.compile_ms, cost_ms=result.cost_ms + float(report.get("compile_ms") or 0.0),
+                         compile_ms=compile_ms, cost_ms=result.cost_ms + float(report.get("compile_ms") or 0.0),
                          real_timing=result.real_timing, extra=extra)

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tritune.search_space import Hardware, Landscape, ProblemSpec
-
-from ._backend import Problem
-from ._replay import landscape_problem
+from tritune.tuner._backend import Problem
+from tritune.tuner._replay import landscape_problem
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("cpu-small", "one small causal prefill and one small decode for the Triton interpreter on CPU "
            "(a couple of minutes on two cores; CPU timings are not GPU timings)", "cpu",
            (("flash_attention", "B=1,Hq=2,Hkv=1,seq=64,D=32,dtype=fp16,causal=1"),
-            ("paged_attention", "S=2,Hq=2,Hkv=1,D=32,ctx=64,block_size=16,dtype=fp16")), 10),
+            ("paged_attention", "S=2,Hq=2,Hkv=1,D=32,ctx=64,block_size=16,dtype=fp16")), 20),
     _llm("llama3-8b", "Llama 3 8B / Mistral 7B", 32, 8, 128),
     _llm("llama3-70b", "Llama 3 70B", 64, 8, 128),
     _llm("qwen2.5-7b", "Qwen2.5 7B", 28, 4, 128),
@@ -85,7 +84,23 @@ def kernel_problem(kernel: str, spec: ProblemSpec, hardware: Hardware) -> Proble
     family = get_family(kernel)
     rep = spec.representative()
     return Problem(kernel=kernel, space=family.space(rep, hardware), hardware=hardware, bucket=spec.bucket().key,
-                   spec=rep, kernel_hash=kernel_hash(kernel), label=f"{kernel}[{rep.describe()}]")
+                   spec=rep, kernel_hash=kernel_hash(kernel), label=short_label(kernel, rep))
+
+
+def short_label(kernel: str, spec: ProblemSpec) -> str:
+    """``flash_attention B=1 Hq=32 Hkv=8 Sq=4096 Skv=4096 D=128 bf16 causal``: the CLI's short keys."""
+    short = {"batch": "B", "heads_q": "Hq", "heads_kv": "Hkv", "seq_q": "Sq", "seq_kv": "Skv", "head_dim": "D",
+             "num_seqs": "S", "context_len": "ctx", "block_size": "page"}
+    parts = []
+    for name, value in spec.to_dict().items():
+        if name == "dtype":
+            parts.append(str(value))
+        elif isinstance(value, bool):
+            if value:
+                parts.append(name)
+        else:
+            parts.append(f"{short.get(name, name)}={value}")
+    return f"{kernel} {' '.join(parts)}"
 
 
 def parse_shape(kernel: str, text: str | Sequence[str]) -> ProblemSpec:

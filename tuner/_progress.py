@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ._backend import MeasureResult
+from tritune.tuner._backend import MeasureResult
 
 
 class ProblemProgress:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import optuna
-
-from ._optuna_strategy import OptunaStrategy
+from tritune.tuner._optuna_strategy import OptunaStrategy
 
 
 class RandomStrategy(OptunaStrategy):

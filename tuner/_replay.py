@@ -12,8 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from tritune.search_space import Landscape, Value
-
-from ._backend import MeasureBackend, MeasureResult, Problem, Status
+from tritune.tuner._backend import MeasureBackend, MeasureResult, Problem, Status
 
 
 def landscape_problem(landscape: Landscape) -> Problem:

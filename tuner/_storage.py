@@ -23,9 +23,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-
-from ._backend import MeasureResult, Problem, Status
-from ._study import StudyDriver, config_from_trial, inflight, unclaimed_and_old
+from tritune.tuner._backend import MeasureResult, Problem, Status
+from tritune.tuner._study import StudyDriver, config_from_trial, inflight, unclaimed_and_old
 
 
 def worker_id() -> str:

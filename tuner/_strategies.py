@@ -3,6 +3,15 @@
 To add a strategy, write one module with a ``Strategy`` subclass and add one line to
 ``STRATEGIES``. Optional dependencies (cmaes, scikit-learn, a trained advisor) are only imported
 when their strategy is asked for.
+
+- A strategy that learns from other problems sets ``learns = True``: bench-search then passes
+  leave-one-out records (the other landscapes of the same kernel) in
+  ``context.train_records``; ``tune`` passes the database's records of other problems.
+- A strategy built on an Optuna sampler subclasses ``OptunaStrategy`` (``_optuna_strategy``)
+  and gets invalid-config constraints, duplicate handling, persistence, resume and many
+  workers for free; override ``initial_configs`` to measure a model's proposals first.
+- Any other ask/tell strategy runs in ``tune`` through an adapter sampler (``_adapter``), so it
+  is resumable too; ``context.options['cost_model']`` / ``['advisor']`` carry what ``tune`` got.
 """
 
 from __future__ import annotations
@@ -10,8 +19,7 @@ from __future__ import annotations
 import importlib
 
 from tritune.search_space import SearchSpace
-
-from ._strategy import Strategy, StrategyContext
+from tritune.tuner._strategy import Strategy, StrategyContext
 
 # name -> "module:attr" (imported on first use) or the Strategy class itself.
 STRATEGIES: dict[str, str | type[Strategy]] = {
@@ -21,6 +29,7 @@ STRATEGIES: dict[str, str | type[Strategy]] = {
     "random": "tritune.tuner._random:RandomStrategy",
     "exhaustive": "tritune.tuner._exhaustive:ExhaustiveStrategy",
     "advisor": "tritune.tuner._advisor_seeded:AdvisorSeededStrategy",
+    "cost-model": "tritune.tuner._model_guided:ModelGuidedStrategy",
 }
 
 # Chosen by `tritune bench-search` on the six convolution landscapes (see the tuner report);

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tritune.search_space import Hardware, SearchSpace, TuningRecord, Value
-
-from ._backend import MeasureResult
+from tritune.tuner._backend import MeasureResult
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,8 @@ class Strategy(ABC):
     Contract:
     - ``ask`` returns the next config to measure (a dict over the space's parameters), or None
       when the strategy has nothing left to propose (e.g. exhaustive search is done).
-    - ``tell`` is called exactly once per asked config, with its result, before the next ask.
+    - ``tell`` is called exactly once per asked config, with its result, before the next ask
+      (unless ``concurrent`` is True: then several asks may precede their tells).
       INVALID results cost the caller nothing; strategies must still learn from them (so they
       are not proposed again).
     - Given the same ``seed`` and the same results, a strategy proposes the same sequence.
@@ -51,6 +51,9 @@ class Strategy(ABC):
     # True for strategies that learn from ``context.train_records`` (measurements of other
     # problems or hardware); bench-search gives them leave-one-out records only when set.
     learns: ClassVar[bool] = False
+    # True when several configs may be asked before the first is told (the tuner then hands a
+    # batch to backends that measure in parallel); otherwise ask/tell strictly alternate.
+    concurrent: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, context: StrategyContext, *, seed: int = 0) -> None:
         self.space = space

@@ -27,8 +27,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 from tritune.search_space import SearchSpace, Value, config_key
-
-from ._backend import MeasureResult, Status
+from tritune.tuner._backend import MeasureResult, Status
 
 CONSTRAINT = "valid"
 # ln(ms) given to failed configs before any config has been timed; later failures get the worst
@@ -271,7 +270,22 @@ class StudyDriver:
                 skips += 1
                 continue
             trial.set_user_attr("inflight", {"key": key, "worker": self.worker, "config": dict(config)})
-            return Pending(trial, config, key)
+            pending = Pending(trial, config, key)
+            self.refresh()  # a worker may have finished this config since the reads above
+            if key in self._measured or self._claimed_elsewhere(trial.number, key):
+                # Two workers can pick the same config between reading the in-flight set and
+                # claiming it. Each writes its claim, then reads the others': of two racing
+                # claims at least one sees the other, so backing off on any sight of another
+                # claim means no config is ever measured twice (rarely, both back off).
+                self.abandon(pending, "measured or claimed by another worker meanwhile")
+                busy.add(key)
+                skips += 1
+                continue
+            return pending
+
+    def _claimed_elsewhere(self, number: int, key: str) -> bool:
+        return any(t.number != number and (f := inflight(t)) is not None and f["key"] == key
+                   for t in self._trials(TrialState.RUNNING))
 
     def _random_unmeasured(self, busy: set[str]) -> dict[str, Value] | None:
         # Rejection sampling first (cheap on large spaces), enumeration when that keeps missing.

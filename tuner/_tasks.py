@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritune.search_space import Hardware, ProblemSpec, Value
-
-from ._backend import MeasureResult, Status
+from tritune.tuner._backend import MeasureResult, Status
 
 FamilyRef = tuple[str, str, str]  # (name, module, attr) as kernels.family_ref returns
 

@@ -11,9 +11,8 @@ so on a space that is half invalid its 10 trials are ~4 measurements, and on a f
 from __future__ import annotations
 
 import optuna
-
-from ._optuna_strategy import OptunaStrategy
-from ._study import sampler_kwargs_for_constraints
+from tritune.tuner._optuna_strategy import OptunaStrategy
+from tritune.tuner._study import sampler_kwargs_for_constraints
 
 
 class TPEStrategy(OptunaStrategy):

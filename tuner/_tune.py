@@ -18,15 +18,20 @@ from typing import Any
 
 from tritune.db import Trial, TuningDB
 from tritune.search_space import Value, config_key
-
-from ._adapter import StrategySampler
-from ._backend import MeasureBackend, MeasureResult, Problem, Status
-from ._optuna_strategy import OptunaStrategy
-from ._progress import ProblemProgress
-from ._storage import make_storage, open_study, recover_stale_trials, study_name, worker_id
-from ._strategies import DEFAULT_STRATEGY, get_strategy
-from ._strategy import StrategyContext
-from ._study import (
+from tritune.tuner._adapter import StrategySampler
+from tritune.tuner._backend import MeasureBackend, MeasureResult, Problem, Status
+from tritune.tuner._optuna_strategy import OptunaStrategy
+from tritune.tuner._progress import ProblemProgress
+from tritune.tuner._storage import (
+    make_storage,
+    open_study,
+    recover_stale_trials,
+    study_name,
+    worker_id,
+)
+from tritune.tuner._strategies import DEFAULT_STRATEGY, get_strategy
+from tritune.tuner._strategy import StrategyContext
+from tritune.tuner._study import (
     Pending,
     SpaceCodec,
     StudyDriver,
@@ -127,6 +132,8 @@ def tune(problems: Sequence[Problem], backend: MeasureBackend, *, budget: Budget
     ``StrategyContext.options['cost_model']``). ``storage`` is an Optuna storage URL shared by
     several workers (default: a journal file next to the database). Studies are named from
     ``study_prefix`` and the problem, so the same call resumes them; a new prefix starts over.
+    The runtime sits above the tuner: call ``tritune.runtime.reload()`` afterwards for this
+    process's ops to pick the new configs up (``tritune tune`` does).
     """
     strategy_name = DEFAULT_STRATEGY if strategy == "default" else strategy
     get_strategy(strategy_name)  # unknown names fail before anything runs
@@ -149,7 +156,6 @@ def tune(problems: Sequence[Problem], backend: MeasureBackend, *, budget: Budget
     finally:
         if own_db:
             tdb.close()
-        _reload_runtime()
     report.wall_s = time.monotonic() - started
     return report
 
@@ -158,16 +164,6 @@ def _worker_seed(seed: int) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.sha256(f"{seed}|{worker_id()}".encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-def _reload_runtime() -> None:
-    """Make this process's runtime see the new configs (the runtime sits above the tuner)."""
-    import importlib
-
-    try:
-        importlib.import_module("tritune.runtime").reload()
-    except (ImportError, AttributeError):
-        pass
 
 
 class _ProblemJob:
@@ -201,7 +197,7 @@ class _ProblemJob:
         self.stale_after_s = stale_after_s
         self.report.recovered = recover_stale_trials(self.driver, db, self.name, stale_after_s=stale_after_s)
         self.driver.refresh()
-        self.driver.enqueue(seeds)
+        self.driver.enqueue(self.strategy.initial_configs() if isinstance(self.strategy, OptunaStrategy) else seeds)
         if warm_start:
             self.report.warm_started = self.driver.warm_start(self._earlier_measurements())
         self.concurrent = bool(getattr(self.strategy, "concurrent", False))

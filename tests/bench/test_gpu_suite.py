@@ -4,7 +4,6 @@ import json
 import tarfile
 
 import pytest
-
 from tritune.bench import gpu_suite
 from tritune.bench._suite_parts import promote_builtin
 from tritune.kernels import kernel_hash

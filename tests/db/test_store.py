@@ -2,8 +2,14 @@ import json
 import sqlite3
 
 import pytest
-
-from tritune.db import EXPORT_FORMAT, SCHEMA_VERSION, DatabaseError, SchemaTooNewError, Trial, TuningDB
+from tritune.db import (
+    EXPORT_FORMAT,
+    SCHEMA_VERSION,
+    DatabaseError,
+    SchemaTooNewError,
+    Trial,
+    TuningDB,
+)
 from tritune.search_space import Hardware
 
 HW = Hardware.from_spec("H100", "3.6.0")

@@ -2,7 +2,6 @@ import itertools
 import os
 
 import pytest
-
 from tritune.search_space import Hardware, Landscape, load_landscapes, write_landscape
 
 
@@ -26,7 +25,7 @@ def test_kernel_tuner_file(conv):
 def test_absent_configs_are_invalid(conv):
     names = conv.space.names
     combos = itertools.product(*(p.values for p in conv.space.params))
-    absent = next(dict(zip(names, c)) for c in combos if conv.lookup(dict(zip(names, c))) is None)
+    absent = next(dict(zip(names, c, strict=True)) for c in combos if conv.lookup(dict(zip(names, c, strict=True))) is None)
     assert conv.lookup(absent) is None
     assert "not in the recording" in conv.space.validate(absent)[0]
 

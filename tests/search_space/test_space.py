@@ -1,7 +1,6 @@
 import random
 
 import pytest
-
 from tritune.search_space import (
     Config,
     Constraint,

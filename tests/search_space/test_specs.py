@@ -1,6 +1,11 @@
 import pytest
-
-from tritune.search_space import Bucket, FlashAttentionSpec, PagedAttentionSpec, pow2_ceil, spec_type
+from tritune.search_space import (
+    Bucket,
+    FlashAttentionSpec,
+    PagedAttentionSpec,
+    pow2_ceil,
+    spec_type,
+)
 
 
 def test_parse_aliases_and_shortcuts():

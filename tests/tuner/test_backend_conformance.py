@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass
 
 import pytest
-from conftest import CONV, faulty_problem
 from tritune.search_space import Hardware, Landscape
 from tritune.tuner import (
     GpuBackend,
@@ -18,6 +17,7 @@ from tritune.tuner import (
     Status,
     landscape_problem,
 )
+from tuner_helpers import CONV, faulty_problem
 
 
 @dataclass

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONV
 from tritune.cli import main
 from tritune.db import TuningDB
 from tritune.tuner import model_config_specs
+from tuner_helpers import CONV
 
 
 @pytest.mark.parametrize("argv, message", [

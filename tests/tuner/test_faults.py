@@ -7,10 +7,10 @@ import json
 import os
 
 import pytest
-from conftest import faulty_problem
 from tritune.db import TuningDB
 from tritune.search_space import Hardware
 from tritune.tuner import Budget, GpuBackend, InterpreterBackend, tune
+from tuner_helpers import faulty_problem
 
 EXPECTED = {
     "good": ("ok", None),
@@ -35,6 +35,7 @@ def _by_variant(db_path):
     return {json.loads(r["config"])["variant"]: r for r in rows}, best
 
 
+@pytest.mark.slow
 def test_job_survives_every_fault_and_keeps_the_correct_config(faulty_family, interpreter, tmp_db):
     problem = faulty_problem(faulty_family, n=16)  # block 16 only: one config per variant
     report = tune([problem], interpreter, budget=Budget(trials=20), strategy="exhaustive", db=tmp_db,
@@ -53,6 +54,7 @@ def test_job_survives_every_fault_and_keeps_the_correct_config(faulty_family, in
     assert interpreter.measure_pool.restarts >= 2  # the hang and the crash each cost a worker
 
 
+@pytest.mark.slow
 def test_gpu_pipeline_compiles_ahead_and_isolates_faults(faulty_family, tmp_path):
     """The GPU backend's plumbing with the GPU measurement replaced by the interpreter's.
 

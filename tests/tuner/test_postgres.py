@@ -9,10 +9,10 @@ import uuid
 
 import optuna
 import pytest
-from conftest import CONV, start_job
+from tuner_helpers import CONV, start_job
 
 URL = os.environ.get("TRITUNE_TEST_POSTGRES_URL")
-pytestmark = [pytest.mark.postgres,
+pytestmark = [pytest.mark.postgres, pytest.mark.slow,
               pytest.mark.skipif(not URL, reason="TRITUNE_TEST_POSTGRES_URL is not set (.ci/postgres.sh sets it)")]
 
 

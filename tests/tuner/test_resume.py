@@ -7,7 +7,8 @@ import signal
 import sqlite3
 import time
 
-from conftest import CONV, run_job, start_job
+import pytest
+from tuner_helpers import CONV, run_job, start_job
 
 
 def _rows(db):
@@ -23,6 +24,7 @@ def _measured(log):
         return [line.split(" ", 1)[1].strip() for line in f if line.strip()]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_job_then_rerun_resumes_without_remeasuring(tmp_path):
     db, log = tmp_path / "tuned.db", tmp_path / "measured.log"
     args = ("--landscape", str(CONV / "A100.json.gz"), "--db", str(db), "--log", str(log), "--budget", "24",

@@ -107,6 +107,9 @@ def run_tune(args: argparse.Namespace) -> int:
         raise CLIError(str(exc).splitlines()[0]) from None
     finally:
         db.close()
+        from tritune import runtime
+
+        runtime.reload()  # this process's ops (and any caller of main()) see the new configs
     if args.plot:
         from tritune.tuner import plot_convergence
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from tritune._flash_op import flash_attention
 
 NAME = "tritune"
@@ -70,7 +69,8 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
     padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
     traced = (padding is not None and is_tracing(padding)) or (isinstance(q_offset, torch.Tensor) and is_tracing(q_offset))
     if simple and not traced:
-        window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, causal)
+        window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, causal,
+                         kwargs.get("device"))
         if window is not False:
             return window
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
@@ -79,15 +79,14 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
 
 
 def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_length: int, q_offset: Any,
-            kv_offset: int, causal: bool) -> torch.Tensor | None | bool:
+            kv_offset: int, causal: bool, device: Any = None) -> torch.Tensor | None | bool:
     """The window form of the mask; None when no mask is needed, False when it has no window form."""
     shift = int(q_offset) - kv_offset if causal else NO_CAUSAL_LIMIT
     if padding is not None:
         keys = padding[:, kv_offset:kv_offset + kv_length].to(torch.int32)
         device = keys.device
     else:
-        keys = None
-        device = None
+        keys = None  # the window goes to the device transformers builds masks on
     plain_shift = kv_length - q_length if causal else NO_CAUSAL_LIMIT
     if keys is None or bool(keys.all()):
         # Unpadded causal: None (the module's causal flag) is exact when the diagonal is the
