@@ -28,6 +28,7 @@ STRATEGIES: dict[str, str | type[Strategy]] = {
     "cmaes": "tritune.tuner._cmaes:CmaEsStrategy",
     "random": "tritune.tuner._random:RandomStrategy",
     "exhaustive": "tritune.tuner._exhaustive:ExhaustiveStrategy",
+    "advisor": "tritune.tuner._advisor_seeded:AdvisorSeededStrategy",
     "cost-model": "tritune.tuner._model_guided:ModelGuidedStrategy",
 }
 

@@ -1,0 +1,86 @@
+"""Constrained decoding never yields an invalid, duplicate or already-measured config."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tritune.llm_advisor import (
+    TensorLM,
+    TLMAdvisor,
+    TrainOptions,
+    ValidPrefixProcessor,
+    ValidSet,
+    Vocabulary,
+    sentence,
+)
+from tritune.llm_advisor._language import QUALITIES
+from tritune.search_space import Constraint, Hardware, Param, SearchSpace, config_key
+
+HW = Hardware.from_spec("A100")
+
+
+@st.composite
+def spaces(draw):
+    """A small space whose valid set is an arbitrary non-empty subset of the Cartesian product."""
+    n_params = draw(st.integers(2, 4))
+    params = tuple(Param(f"p{i}", tuple(draw(st.lists(st.integers(0, 64), min_size=1, max_size=4, unique=True))))
+                   for i in range(n_params))
+    names = [p.name for p in params]
+    product = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(p.values for p in params))]
+    valid_flags = draw(st.lists(st.booleans(), min_size=len(product), max_size=len(product)))
+    if not any(valid_flags):
+        valid_flags[draw(st.integers(0, len(product) - 1))] = True
+    valid = {config_key(c) for c, ok in zip(product, valid_flags, strict=True) if ok}
+    space = SearchSpace("random", params, (Constraint("subset", lambda v: None if config_key(v) in valid else "not allowed"),))
+    measured = [c for c in product if config_key(c) in valid and draw(st.booleans())]
+    return space, valid, measured
+
+
+def _random_lm(space: SearchSpace, seed: int) -> TensorLM:
+    ctx = sentence(HW, "random", {}, space.enumerate()[0], space.names)
+    vocab = Vocabulary.build([ctx], [space])
+    return TensorLM.fresh(vocab, TrainOptions(n_embd=16, n_layer=1, n_head=2, seed=seed), 64)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=spaces(), seed=st.integers(0, 1000), k=st.integers(1, 12),
+       method=st.sampled_from(["exhaustive", "beam", "beam-domain-mask"]),
+       ranking=st.sampled_from(["blend", "expected", "likelihood"]))
+def test_proposals_are_valid_distinct_and_new(case, seed, k, method, ranking):
+    space, valid, measured = case
+    lm = _random_lm(space, seed)
+    # max_exhaustive=0 makes the valid set "too large to enumerate": domain mask + validation.
+    advisor = TLMAdvisor(lm, method="beam" if method.startswith("beam") else method, ranking=ranking,
+                         max_exhaustive=0 if method == "beam-domain-mask" else 20_000)
+    proposals = advisor.propose(HW, "random", {}, space, k, measured=[(c, 1.0) for c in measured])
+    keys = [config_key(p.config) for p in proposals]
+    assert len(keys) == len(set(keys)) <= k
+    assert all(key in valid for key in keys)
+    assert not set(keys) & {config_key(c) for c in measured}
+    assert all(space.is_valid(p.config) for p in proposals)
+    assert [p.score for p in proposals] == sorted((p.score for p in proposals), reverse=True)
+    if method == "exhaustive":  # exhaustive scoring finds every unmeasured valid config when k allows
+        assert len(proposals) == min(k, len(valid) - len(measured))
+
+
+@settings(max_examples=20, deadline=None)
+@given(case=spaces())
+def test_prefix_mask_allows_exactly_the_completable_words(case):
+    space, valid, _ = case
+    lm = _random_lm(space, 0)
+    vs = ValidSet.of(space, lm.vocab, limit=10_000)
+    proc = ValidPrefixProcessor(vs, lm.vocab, prompt_len=3)
+    for ids in vs.ids:
+        for cut in range(len(ids)):
+            prefix = ids[:cut]
+            expected = sorted({other[cut] for other in vs.ids if other[:cut] == prefix})
+            assert proc.allowed(prefix) == expected
+            prompt = torch.zeros((1, 3), dtype=torch.long)
+            masked = proc(torch.cat([prompt, torch.tensor([prefix], dtype=torch.long).view(1, -1)], dim=1),
+                          torch.zeros((1, len(lm.vocab))))
+            assert sorted(torch.nonzero(masked[0] == 0).flatten().tolist()) == expected
+    # After a complete config only a quality word (the sentence's last word) may follow.
+    assert proc.allowed(vs.ids[0]) == sorted(lm.vocab.id(q) for q in QUALITIES)

@@ -1,0 +1,212 @@
+"""Advisor-seeded search: the advisor's proposals are measured first, then a base strategy.
+
+1. The advisor's top ``advisor_k`` configs are the base strategy's ``context.seeds``: it
+   measures them first and their results land in its own history.
+2. Then ``advisor_rounds`` rounds of ``advisor_round_k`` configs the advisor proposes *knowing*
+   the measurements so far (an advisor conditions on ``measured``: ours re-weights its
+   hypotheses about which known device the target behaves like). The base strategy learns
+   their results through ``observe``.
+3. Then the base strategy alone: the cost-model-guided one when it is registered, else TPE.
+Nothing is measured twice; every result reaches the base strategy.
+
+Where the advisor comes from (``context.options``):
+- ``advisor``: an ``Advisor`` instance (tests, a ``PromptAdvisor``);
+- ``advisor_checkpoint``: a checkpoint directory;
+- otherwise, when ``context.train_records`` hold measurements of this kernel (leave-one-out
+  records in ``bench-search``, the database in ``tune``), a model trained from scratch on them,
+  cached by the records' fingerprint in memory and under ``$TRITUNE_CACHE_DIR/advisor/``;
+- otherwise the checkpoint shipped with the package.
+Other options: ``advisor_base`` (base strategy name), ``advisor_train`` (a dict of
+``TrainOptions`` fields when training here). An advisor that fails never stops the search: the
+base strategy then runs on without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tritune.search_space import SearchSpace, TuningRecord, Value, config_key
+from tritune.tuner._backend import MeasureResult
+from tritune.tuner._strategy import Strategy, StrategyContext
+
+log = logging.getLogger(__name__)
+
+_TRAINED: dict[str, Any] = {}  # records fingerprint -> TLMAdvisor, for repeated runs in one process
+
+
+class AdvisorSeededStrategy(Strategy):
+    """Measures the advisor's top-k first, then continues with a base strategy (see module doc)."""
+
+    name: ClassVar[str] = "advisor"
+    learns: ClassVar[bool] = True
+
+    def __init__(self, space: SearchSpace, context: StrategyContext, *, seed: int = 0) -> None:
+        super().__init__(space, context, seed=seed)
+        opts = context.options
+        self.k = int(opts.get("advisor_k", 8))
+        self.rounds = int(opts.get("advisor_rounds", 2))
+        self.round_k = int(opts.get("advisor_round_k", 4))
+        self.base_name = str(opts.get("advisor_base") or default_base())
+        self.proposals: list[dict[str, Value]] = []  # every advisor proposal, in order
+        self._base: Strategy | None = None
+        self._advisor: Any = None
+        self._known: dict[str, MeasureResult] = {}
+        self._seeds: set[str] = set()
+        self._queue: list[dict[str, Value]] = []  # conditioned proposals waiting to be asked
+        self._mine: set[str] = set()  # asked by this strategy, not by the base
+        self._configs: dict[str, dict[str, Value]] = {}
+        self._rounds_done = 0
+        self._failed = False
+
+    # --- ask/tell ----------------------------------------------------------------------------
+    @property
+    def base(self) -> Strategy:
+        if self._base is None:
+            first = self._propose([])
+            self._seeds = {config_key(c) for c in first}
+            seeds = list({config_key(c): dict(c) for c in [*first, *self.context.seeds]}.values())
+            context = dataclasses.replace(self.context, seeds=tuple(seeds))
+            self._base = make_base(self.base_name, self.space, context, self.seed)
+        return self._base
+
+    def ask(self) -> dict[str, Value] | None:
+        base = self.base
+        # The rounds start once the seeds are measured (or as many configs, should the base skip some).
+        seeded = self._seeds <= set(self._known) or len(self._known) >= len(self._seeds)
+        if not self._queue and seeded and self._rounds_done < self.rounds:
+            self._rounds_done += 1
+            measured = [(self._config(key), r.time_ms if r.ok else None) for key, r in self._known.items()
+                        if r.status.costs_evaluation]
+            self._queue = self._propose(measured, k=self.round_k)
+        while self._queue:
+            config = self._queue.pop(0)
+            key = config_key(config)
+            if key not in self._known:
+                self._mine.add(key)
+                return config
+        for _ in range(10_000):
+            config = base.ask()
+            if config is None:
+                return None
+            known = self._known.get(config_key(config))
+            if known is None:
+                return config
+            base.tell(config, known)  # a repeat: the base learns the known result, nothing is measured
+        return None
+
+    def tell(self, config: Mapping[str, Value], result: MeasureResult) -> None:
+        key = config_key(config)
+        self._known[key] = result
+        self._configs[key] = dict(config)
+        if key in self._mine:
+            self._observe_base(config, result)
+        else:
+            self.base.tell(config, result)
+
+    def observe(self, config: Mapping[str, Value], result: MeasureResult) -> None:
+        self._known[config_key(config)] = result
+        self._configs[config_key(config)] = dict(config)
+        self._observe_base(config, result)
+
+    def _observe_base(self, config: Mapping[str, Value], result: MeasureResult) -> None:
+        observe = getattr(self.base, "observe", None)
+        if observe is not None:
+            observe(config, result)
+
+    def _config(self, key: str) -> dict[str, Value]:
+        return self._configs[key]
+
+    # --- the advisor -------------------------------------------------------------------------
+    def _propose(self, measured: list[tuple[dict[str, Value], float | None]], k: int | None = None) -> list[dict[str, Value]]:
+        k = self.k if k is None else k
+        if k <= 0 or self._failed:
+            return []
+        try:
+            if self._advisor is None:
+                self._advisor = self.advisor()
+            found = self._advisor.propose(self.context.hardware, self.context.kernel, self.context.problem,
+                                          self.space, k, measured=measured)
+        except Exception as exc:  # noqa: BLE001 -- a broken advisor must not stop the search
+            log.warning("advisor failed (%s: %s); searching on without it", type(exc).__name__, exc)
+            self._failed = True
+            return []
+        done = {config_key(c) for c, _ in measured}
+        out = [dict(p.config) for p in found if self.space.is_valid(p.config) and config_key(p.config) not in done]
+        self.proposals.extend(out)
+        return out
+
+    def advisor(self) -> Any:
+        opts = self.context.options
+        if opts.get("advisor") is not None:
+            return opts["advisor"]
+        from tritune.llm_advisor import TLMAdvisor
+
+        if opts.get("advisor_checkpoint"):
+            return TLMAdvisor.load(opts["advisor_checkpoint"])
+        records = [r for r in self.context.train_records if r.kernel == self.context.kernel]
+        if records:
+            return trained_advisor(records, options=opts.get("advisor_train"))
+        return TLMAdvisor.load()
+
+
+def trained_advisor(records: Sequence[TuningRecord], *, options: Mapping[str, Any] | None = None) -> Any:
+    """A TLMAdvisor trained on ``records``, cached in memory and on disk by their fingerprint."""
+    from tritune.llm_advisor import TensorLM, TLMAdvisor, TrainOptions, train
+
+    train_options = TrainOptions(**dict(options or {}))
+    key = fingerprint(records, train_options)
+    if key in _TRAINED:
+        return _TRAINED[key]
+    cache = Path(os.environ.get("TRITUNE_CACHE_DIR") or Path.home() / ".cache" / "tritune") / "advisor" / key
+    lm = None
+    if (cache / "model.safetensors").exists():
+        try:
+            lm = TensorLM.load(cache)
+        except (OSError, ValueError) as exc:
+            log.warning("advisor cache %s unreadable (%s); retraining", cache, exc)
+    if lm is None:
+        log.info("training the advisor on %d records (cached as %s)", len(records), cache)
+        lm = train(records, options=train_options)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=cache.parent))
+            lm.save(tmp)
+            tmp.replace(cache)  # atomic: a concurrent reader never sees half a checkpoint
+        except OSError as exc:
+            log.warning("could not cache the advisor in %s: %s", cache, exc)
+    _TRAINED[key] = TLMAdvisor(lm)
+    return _TRAINED[key]
+
+
+def fingerprint(records: Sequence[TuningRecord], options: Any) -> str:
+    """Stable hash of the records and the training options (the cache key of a trained advisor)."""
+    h = hashlib.sha256(repr(dataclasses.asdict(options)).encode())
+    for r in sorted(records, key=lambda r: (r.group, config_key(r.config))):
+        h.update(f"{r.group}|{config_key(r.config)}|{r.time_ms}|{r.status}\n".encode())
+    return h.hexdigest()[:20]
+
+
+# --- base strategies -------------------------------------------------------------------------
+_PREFERRED_BASES = ("cost-model", "tpe")
+
+
+def default_base() -> str:
+    """The cost-model-guided strategy when it is registered, else TPE."""
+    from tritune.tuner._strategies import STRATEGIES
+
+    return next((name for name in _PREFERRED_BASES if name in STRATEGIES), "tpe")
+
+
+def make_base(name: str, space: SearchSpace, context: StrategyContext, seed: int) -> Strategy:
+    from tritune.tuner._strategies import make_strategy
+
+    if name == AdvisorSeededStrategy.name:
+        raise ValueError("advisor_base='advisor' would seed itself; choose e.g. 'tpe' or 'cost-model'")
+    return make_strategy(name, space, context, seed=seed)
