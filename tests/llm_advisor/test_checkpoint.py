@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tritune.llm_advisor import DEFAULT_CHECKPOINT, TLMAdvisor, landscape_problem
 from tritune.search_space import (
     FlashAttentionSpec,
