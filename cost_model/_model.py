@@ -7,7 +7,9 @@ a handful of training points (five in a leave-one-GPU-out fold of the shared lan
 single tree model given hardware columns (``--model pooled``) splits on device identity and
 routes an unseen device arbitrarily: leave-one-GPU-out on the 12 landscapes it reached pairwise
 accuracy 0.790 / peak@1 0.855 / peak@5 0.904 (naive transfer: 0.758 / 0.874 / 0.893), this model
-0.838 / 0.917 / 0.940. So:
+0.838 / 0.917 / 0.940. Its limit is the mixture: the best weights for each held-out GPU, chosen
+with that GPU's own times (an oracle), reach 0.848, because the AMD targets rank configs unlike
+any other GPU (convolution W7800: 0.76 at best from any one member). So:
 
 1. one *member* model per (kernel, device), trained on every problem of that device with targets
    normalized per problem (``log(rank / n)``: only the order within a problem matters, failed
