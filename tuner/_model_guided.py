@@ -8,10 +8,22 @@ probability ``explore`` (after the first pick) the next config is drawn at rando
 predicted top ``explore_top`` share of the pool instead, so a wrong prior cannot hide a region
 of the space for the whole budget.
 
+Diversity: the per-device members of the model agree with each other more than with a target
+whose best region is unlike theirs (convolution on the A100: the other GPUs' top configs all
+avoid shared memory, its optimum uses it), and then the best predicted configs are near-copies
+of each other and measuring them teaches the target member nothing new. So every other
+measurement among the first ``cost_model_diverse_until`` (default 10; 0 turns it off) is the best
+predicted config of the top ``explore_top`` share that differs from every measured config in at
+least a third of the parameters (the farthest one when none does). Leave-one-GPU-out on the
+convolution landscapes (with the model's temperature 0.03) it raised the fraction of optimum at
+20 evaluations from 0.942 to 0.972 (A100: 0.679 -> 0.847); dedispersion 0.987 -> 0.995. Picking
+them every third measurement instead left the A100 at 0.679: the gain hangs on a few picks.
+
 Options (``StrategyContext.options``): ``cost_model`` (a fitted ``CostModel`` or the path of a
 saved one; default: fit ``GBTCostModel`` on ``context.train_records``), ``cost_model_pool``
 (candidate pool size, default 20000: every valid config when the space is that small),
-``cost_model_explore`` (default 0.1), ``cost_model_explore_top`` (default 0.05).
+``cost_model_explore`` (default 0.1), ``cost_model_explore_top`` (default 0.05),
+``cost_model_diverse_until`` (default 10).
 """
 
 from __future__ import annotations
@@ -69,8 +81,11 @@ class ModelGuidedStrategy(Strategy):
         self.explore = float(opts.get("cost_model_explore", 0.1))
         self.explore_top = float(opts.get("cost_model_explore_top", 0.05))
         self.acquisition = bool(opts.get("cost_model_acquisition", False))
+        self.diverse_until = int(opts.get("cost_model_diverse_until", 10))
         if not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"cost_model_explore={self.explore} must be within [0, 1]")
+        if self.diverse_until < 0:
+            raise ValueError(f"cost_model_diverse_until={self.diverse_until} must be >= 0 (0 turns diversity off)")
         self._rng = random.Random(seed)
         model = self._model(opts.get("cost_model"))
         # A run of its own: target measurements of earlier runs (a shared or cached model) stay out.
@@ -82,6 +97,11 @@ class ModelGuidedStrategy(Strategy):
         self._asked: set[str] = set()
         self._told = 0
         self._scores: np.ndarray | None = None
+        self._vocab = [{v: i for i, v in enumerate(dict.fromkeys(c.get(n) for c in self.pool))} for n in self.pool[0]]
+        self._codes = self._encode(self.pool)
+        varying = sum(len(v) > 1 for v in self._vocab)
+        self._min_distance = max(1, -(-varying // 3))  # a third of the parameters that vary, rounded up
+        self._measured: list[np.ndarray] = []
 
     # --- setup -----------------------------------------------------------------------------
     def _model(self, given: Any) -> Any:
@@ -120,7 +140,9 @@ class ModelGuidedStrategy(Strategy):
             return None
         scores = self._ranking()
         order = open_idx[np.argsort(scores[open_idx], kind="stable")]
-        if self._told > 0 and self._rng.random() < self.explore:
+        if 0 < self._told < self.diverse_until and self._told % 2 == 1 and self._measured:
+            pick = self._diverse(order)
+        elif self._told > 0 and self._rng.random() < self.explore:
             top = max(1, int(round(self.explore_top * len(self.pool))))
             pick = int(order[self._rng.randrange(min(top, len(order)))])
         else:
@@ -146,6 +168,21 @@ class ModelGuidedStrategy(Strategy):
                           [dict(config)], [time_ms])
         self._told += 1
         self._scores = None
+        self._measured.append(self._encode([config])[0])
+
+    def _diverse(self, order: np.ndarray) -> int:
+        """The best ranked of the top ``explore_top`` share far enough from every measured config."""
+        top = order[:max(1, int(round(self.explore_top * len(self.pool))))]
+        measured = np.vstack(self._measured)
+        distance = (self._codes[top][:, None, :] != measured[None, :, :]).sum(-1).min(1)
+        far = np.flatnonzero(distance >= self._min_distance)
+        return int(top[far[0]]) if len(far) else int(top[np.argmax(distance)])
+
+    def _encode(self, configs: Sequence[Mapping[str, Value]]) -> np.ndarray:
+        """Configs as rows of value indices (-1: a value the pool does not hold), for Hamming distances."""
+        names = list(self.pool[0])
+        rows = [[vocab.get(c.get(n), -1) for n, vocab in zip(names, self._vocab, strict=True)] for c in configs]
+        return np.array(rows, dtype=np.int64).reshape(len(configs), len(names))
 
     def _mark(self, config: Mapping[str, Value]) -> dict[str, Value]:
         key = config_key(config)

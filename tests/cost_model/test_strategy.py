@@ -82,3 +82,35 @@ def test_bad_options_are_named(conv_landscapes, conv_model):
                                                                             "cost_model_explore": 2})
     with pytest.raises(ValueError, match="cost_model_explore=2"):
         get_strategy("cost-model")(ls.space, ctx)
+    ctx = StrategyContext(hardware=ls.hardware, kernel=ls.kernel, options={"cost_model": conv_model,
+                                                                            "cost_model_diverse_until": -1})
+    with pytest.raises(ValueError, match="cost_model_diverse_until=-1"):
+        get_strategy("cost-model")(ls.space, ctx)
+
+
+def _picks(landscape, model, n, **options):
+    ctx = StrategyContext(hardware=landscape.hardware, kernel=landscape.kernel,
+                          problem={"problem_size": landscape.problem_size},
+                          options={"cost_model": model, "cost_model_explore": 0.0, **options})
+    strat = get_strategy("cost-model")(landscape.space, ctx, seed=0)
+    picks = []
+    for _ in range(n):
+        cfg = strat.ask()
+        entry = landscape.lookup(cfg)
+        strat.tell(cfg, MeasureResult(Status.OK, time_ms=entry.time_ms) if entry.time_ms is not None
+                   else MeasureResult(Status.FAILED, error="failed"))
+        picks.append(cfg)
+    return picks
+
+
+def test_diverse_picks_differ_from_everything_measured(conv_landscapes, conv_model):
+    a4000 = conv_landscapes[1]
+    varying = [p.name for p in a4000.space.params if len(p.values) > 1]
+    picks = _picks(a4000, conv_model, 6)
+    for i in (1, 3, 5):  # every other measurement among the first ten
+        distance = min(sum(picks[i][k] != earlier[k] for k in varying) for earlier in picks[:i])
+        assert distance >= -(-len(varying) // 3), (i, picks[i], picks[:i])
+    # Off, the second pick is the model's runner-up, a near-copy of the first on this GPU.
+    plain = _picks(a4000, conv_model, 2, cost_model_diverse_until=0)
+    assert plain[0] == picks[0]
+    assert sum(plain[1][k] != plain[0][k] for k in varying) < -(-len(varying) // 3)
