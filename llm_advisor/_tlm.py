@@ -17,7 +17,7 @@ from tritune.llm_advisor._corpus import (
     group_records,
     pretrain_sentences,
 )
-from tritune.llm_advisor._generate import propose
+from tritune.llm_advisor._generate import diversify, propose
 from tritune.llm_advisor._language import Vocabulary, config_word, sentence, unknown_word
 from tritune.llm_advisor._model import TensorLM, sentence_length
 from tritune.llm_advisor._options import CorpusOptions, TrainOptions
@@ -49,10 +49,14 @@ class TLMAdvisor(Advisor):
     device, or "like training device X") is weighted by how well its expected bands order the
     measured times (Spearman correlation, sharpened as evidence grows), and configs are ranked
     by the weighted mix. This is how the advisor keeps helping after the first measurements.
+
+    ``diverse`` (default): the k proposals are a portfolio drawn from the ranking's top 2k (see
+    ``diversify``): the first is the best, every second one after it differs from the others in
+    a third of the parameters, so their scores are not monotone.
     """
 
     def __init__(self, lm: TensorLM, *, method: str = "auto", ranking: str = "blend",
-                 max_exhaustive: int = 20_000, min_evidence: int = 3) -> None:
+                 max_exhaustive: int = 20_000, min_evidence: int = 3, diverse: bool = True) -> None:
         if method not in ("auto", "exhaustive", "beam"):
             raise ValueError(f"method={method!r} is not one of auto, exhaustive, beam")
         if ranking not in RANKINGS:
@@ -62,6 +66,7 @@ class TLMAdvisor(Advisor):
         self.ranking = ranking
         self.max_exhaustive = max_exhaustive
         self.min_evidence = min_evidence
+        self.diverse = diverse
         self.last_weights: dict[str, float] = {}  # hypothesis -> weight of the last conditioned ranking
         corpus = CorpusOptions(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in lm.meta.get("corpus_options", {}).items()})
@@ -84,8 +89,11 @@ class TLMAdvisor(Advisor):
         rank = self._ranker(context, seen=self.seen(hardware, kernel))
         if len(ok) >= self.min_evidence and self.ranking != "likelihood":
             rank = self._conditioned(hardware, kernel, problem, space, context, measured)
-        found = propose(self.lm, context, space, k, rank, [c for c, _ in measured],
+        done = [c for c, _ in measured]
+        found = propose(self.lm, context, space, 2 * k if self.diverse else k, rank, done,
                         max_exhaustive=self.max_exhaustive, method=self.method)
+        if self.diverse:
+            found = diversify(found, k, done)
         return [Proposal(config, score) for config, score in found]
 
     def knows(self, kernel: str) -> bool:

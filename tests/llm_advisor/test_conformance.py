@@ -2,7 +2,7 @@
 
 Every advisor, on a recorded landscape and on an attention space, given some configs already
 measured: at most k proposals, distinct, valid in the space, none already measured, scores
-ordered best first, and k=0 gives nothing.
+the favourite first, and k=0 gives nothing.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_advisor_contract(name, kernel_tuner_cache):
         assert len(set(keys)) == len(keys), (label, "duplicates")
         assert all(space.is_valid(p.config) for p in props), label
         assert not set(keys) & {config_key(c) for c, _ in measured}, (label, "re-proposed a measured config")
-        scores = [p.score for p in props]
-        assert scores == sorted(scores, reverse=True), (label, scores)
+        if props:  # the favourite first (later ones may trade score for diversity)
+            assert props[0].score == max(p.score for p in props), label
         if name.startswith("tlm") or name == "prompt-json":
             assert props, (label, "a working advisor proposes something")

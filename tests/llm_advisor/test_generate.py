@@ -84,3 +84,19 @@ def test_prefix_mask_allows_exactly_the_completable_words(case):
             assert sorted(torch.nonzero(masked[0] == 0).flatten().tolist()) == expected
     # After a complete config only a quality word (the sentence's last word) may follow.
     assert proc.allowed(vs.ids[0]) == sorted(lm.vocab.id(q) for q in QUALITIES)
+
+
+def test_diversify_alternates_best_and_far_picks():
+    from tritune.llm_advisor._generate import diversify
+
+    # Six parameters vary, so a far pick differs from every earlier pick in at least two.
+    def cfg(*changed):
+        return {n: int(n in changed) for n in "abcdef"}
+
+    ranked = [(cfg(), 9.0), (cfg("a"), 8.0), (cfg("b"), 7.0), (cfg("c", "d", "e"), 6.0), (cfg("f"), 5.0)]
+    picks = [c for c, _ in diversify(ranked, 4)]
+    assert picks == [cfg(), cfg("c", "d", "e"), cfg("a"), cfg("b")]  # best, far, best left, best left
+    # Already-measured configs count: next to a measured cfg("c", "d"), cfg("c", "d", "e") is a near-copy.
+    picks = [c for c, _ in diversify(ranked, 2, reference=[cfg("c", "d")])]
+    assert picks == [cfg(), cfg("a")]  # no candidate is far from both: the best remaining
+    assert diversify(ranked, 10) == ranked  # fewer candidates than k: all of them, in order
