@@ -16,7 +16,18 @@ else
 fi
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 rm -f .whl/tritune-*.whl
-python3 -m pip wheel -q --no-deps --no-build-isolation -w .whl .
+# The wheel is built without network, so by a Python that has setuptools' bdist_wheel: the one
+# in $PYTHON, an active virtualenv, ./.venv (the README's commands make it), else python3.
+py=${PYTHON:-}
+if [ -z "$py" ]; then
+  if [ -n "${VIRTUAL_ENV:-}" ]; then py="$VIRTUAL_ENV/bin/python"
+  elif [ -x .venv/bin/python ]; then py=.venv/bin/python
+  else py=python3; fi
+fi
+if ! "$py" -m pip wheel -q --no-deps --no-build-isolation -w .whl . ; then
+  echo "could not build the tritune wheel with $py: run this from the virtualenv of the README's test command (or set PYTHON)" >&2
+  exit 1
+fi
 ls -la .whl
 cat <<'CMD'
 
