@@ -16,16 +16,21 @@ it checks the pipeline, and its times mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
+
+from tritune.bench._common import (
+    add_run_arguments,
+    bench_main,
+    environment,
+    fmt,
+    parse_config,
+    progress,
+    ratio,
+    time_ms,
+)
 
 FULL_SEQS = (512, 1024, 2048, 4096, 8192, 16384)
 DRY_SEQS = (16, 48)
@@ -72,36 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also time up to N configs of the search space per point (Hopper-minded "
                         "candidates first, then random valid ones) and report the fastest verified "
                         "one as 'tritune' (rule 'search'); 0 = only the runtime's config")
-    p.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
-    p.add_argument("--rep", type=int, default=100, help="do_bench repetition time in ms (default 100)")
-    p.add_argument("--json", dest="json_path", help="write the results as JSON to this file ('-' for stdout)")
-    p.add_argument("--markdown", help="write the markdown table to this file (it is always printed)")
+    add_run_arguments(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.dry:
-        # Must precede the first import of the kernel module (Triton reads it at definition).
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-    try:
-        result = run(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    table = markdown(result)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table + "\n")
-    if args.json_path:
-        text = json.dumps(result, indent=2)
-        if args.json_path == "-":
-            print(text)
-        else:
-            with open(args.json_path, "w") as f:
-                f.write(text + "\n")
-    return 0
+    return bench_main(parse_args(argv), run, markdown)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,11 +98,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hidden = args.hidden or (64 if args.dry else 2048)
     causals = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    forced = _parse_config(args.config, FlashAttentionConfig) if args.config else None
+    forced = parse_config(args.config, FlashAttentionConfig, ("split_diag", "use_tma")) if args.config else None
     notes: list[str] = []
     points: list[Point] = []
     plan = [(s, d, c) for d in head_dims for c in causals for s in seqs]
-    for seq, head_dim, causal in _progress(plan, "flash_bench"):
+    for seq, head_dim, causal in progress(plan, "flash_bench"):
         if hidden % head_dim or tokens < seq:
             notes.append(f"skipped S={seq} D={head_dim}: tokens {tokens} < S or hidden {hidden} not a multiple of D")
             continue
@@ -147,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 notes.append(f"{name} S={seq} D={head_dim} causal={causal}: wrong result, not timed ({message})")
                 point.ms[name] = point.tflops[name] = None
                 continue
-            ms = _time(fn, args.dry, args.warmup, args.rep)
+            ms = time_ms(fn, args.dry, args.warmup, args.rep)
             point.ms[name] = ms
             point.tflops[name] = point.flops / (ms * 1e-3) / 1e12
         points.append(point)
@@ -157,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "flops_formula": "4*B*Hq*Sq*Skv*D, halved for causal (Sq = Skv)",
         "timing": "median of triton.testing.do_bench" if not args.dry else "wall clock, interpreter (meaningless)",
         "dry": bool(args.dry),
-        "environment": _environment(args.dry),
+        "environment": environment(args.dry),
         "setup": {"tokens": tokens, "hidden": hidden, "dtype": args.dtype},
         "points": [asdict(p) | {"flops": p.flops} for p in points],
         "notes": notes,
@@ -241,7 +222,7 @@ def _search(point: Point, spec, q, k, v, causal: bool, args: argparse.Namespace,
         if not ok:
             notes.append(f"search S={point.seq} D={point.head_dim} {cfg.key()}: wrong result ({message})")
             continue
-        ms = _time(fn, args.dry, args.warmup, args.rep)
+        ms = time_ms(fn, args.dry, args.warmup, args.rep)
         if best is None or ms < best[0]:
             best = (ms, cfg)
     if best is None:
@@ -277,48 +258,6 @@ def _check(fn: Callable, q, k, v, causal: bool, rows: int = 128) -> tuple[bool, 
     return True, ""
 
 
-def _time(fn: Callable, dry: bool, warmup: int, rep: int) -> float:
-    if dry:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-    import triton
-
-    return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
-
-
-def _parse_config(text: str, config_type):
-    values: dict[str, Any] = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise ValueError(f"--config item {item!r} is not key=value")
-        key, raw = (s.strip() for s in item.split("=", 1))
-        values[key] = raw.lower() in ("1", "true", "yes") if key in ("split_diag", "use_tma") else int(raw)
-    return config_type.from_dict(values)
-
-
-def _environment(dry: bool) -> dict[str, Any]:
-    import torch
-    import triton
-
-    env = {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-           "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    if not dry and torch.cuda.is_available():
-        env["device"] = torch.cuda.get_device_name()
-        env["cudnn"] = torch.backends.cudnn.version()
-    else:
-        env["device"] = "cpu (Triton interpreter)"
-    return env
-
-
-def _progress(items: list, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return items
-    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
-
-
 def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     lines = [
@@ -334,20 +273,12 @@ def markdown(result: dict[str, Any]) -> str:
         cfg = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in p["config"].items())
         lines.append(
             f"| {p['seq']} | {p['batch']} | {p['heads']} | {p['head_dim']} | {'yes' if p['causal'] else 'no'} | "
-            f"{_fmt(t.get('tritune'))} | {_fmt(t.get('sdpa_flash'))} | {_fmt(t.get('sdpa_cudnn'))} | "
-            f"{_ratio(t.get('tritune'), t.get('sdpa_flash'))} | {_ratio(t.get('tritune'), t.get('sdpa_cudnn'))} | "
+            f"{fmt(t.get('tritune'))} | {fmt(t.get('sdpa_flash'))} | {fmt(t.get('sdpa_cudnn'))} | "
+            f"{ratio(t.get('tritune'), t.get('sdpa_flash'))} | {ratio(t.get('tritune'), t.get('sdpa_cudnn'))} | "
             f"{cfg} ({p['config_rule']}) |")
     for note in result["notes"]:
         lines.append(f"\n- {note}")
     return "\n".join(lines)
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else (f"{x:.1f}" if x >= 1 else f"{x:.2g}")
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or not b else f"{a / b:.2f}x"
 
 
 if __name__ == "__main__":

@@ -22,15 +22,20 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
+
+from tritune.bench._common import (
+    add_run_arguments,
+    bench_main,
+    environment,
+    fmt,
+    parse_config,
+    progress,
+    ratio,
+    time_ms,
+)
 
 FULL = {"batches": (1, 8, 64, 256), "contexts": (512, 1024, 2048, 4096, 8192, 16384, 32768),
         "heads": ((32, 8), (32, 32)), "head_dim": 128, "block_size": 16}
@@ -70,36 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="what to time")
     p.add_argument("--config", help="force a tritune config, e.g. block_n=64,num_splits=4,group_block=16,"
                                     "num_warps=4,num_stages=2 (default: the runtime's tuned table)")
-    p.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
-    p.add_argument("--rep", type=int, default=100, help="do_bench repetition time in ms (default 100)")
-    p.add_argument("--json", dest="json_path", help="write the results as JSON to this file ('-' for stdout)")
-    p.add_argument("--markdown", help="write the markdown table to this file (it is always printed)")
+    add_run_arguments(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.dry:
-        # Must precede the first import of the kernel module (Triton reads it at definition).
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-    try:
-        result = run(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    table = markdown(result)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table + "\n")
-    if args.json_path:
-        text = json.dumps(result, indent=2)
-        if args.json_path == "-":
-            print(text)
-        else:
-            with open(args.json_path, "w") as f:
-                f.write(text + "\n")
-    return 0
+    return bench_main(parse_args(argv), run, markdown)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,12 +97,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     head_dim = args.head_dim or base["head_dim"]
     block_size = args.block_size or base["block_size"]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    forced = _parse_config(args.config, PagedAttentionConfig) if args.config else None
+    forced = parse_config(args.config, PagedAttentionConfig) if args.config else None
     copy_gbps = _copy_bandwidth(device, args)
     notes: list[str] = []
     points: list[Point] = []
     plan = [(h, b, c) for h in heads for b in batches for c in contexts]
-    for (hq, hkv), batch, ctx in _progress(plan, "paged_bench"):
+    for (hq, hkv), batch, ctx in progress(plan, "paged_bench"):
         elt = dtype.itemsize
         kv_bytes = 2 * batch * ctx * hkv * head_dim * elt
         point = Point(batch, ctx, hq, hkv, head_dim, block_size, args.dtype,
@@ -141,7 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not ok:
                 notes.append(f"{name} {label}: wrong result, not timed ({message})")
                 continue
-            ms = _time(fn, args.dry, args.warmup, args.rep)
+            ms = time_ms(fn, args.dry, args.warmup, args.rep)
             point.us[name] = ms * 1e3
             point.gbps[name] = point.bytes / (ms * 1e-3) / 1e9
             point.copy_fraction[name] = point.gbps[name] / copy_gbps if copy_gbps else None
@@ -157,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "copy_bandwidth_method": "device-to-device copy of 1 GiB, 2 bytes moved per byte, do_bench median"
                                  if not args.dry else "CPU copy (meaningless)",
         "dry": bool(args.dry),
-        "environment": _environment(args.dry),
+        "environment": environment(args.dry),
         "points": [asdict(p) for p in points],
         "notes": notes,
     }
@@ -240,16 +221,6 @@ def _check(fn: Callable[[], Any], x: dict[str, Any], samples: int = 3) -> tuple[
     return verdict.ok, verdict.message or ""
 
 
-def _time(fn: Callable[[], Any], dry: bool, warmup: int, rep: int) -> float:
-    if dry:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-    import triton
-
-    return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
-
-
 def _copy_bandwidth(device: Any, args: argparse.Namespace) -> float:
     """GB/s of a large copy on ``device`` (read + write counted), the ceiling decode aims at."""
     import torch
@@ -257,7 +228,7 @@ def _copy_bandwidth(device: Any, args: argparse.Namespace) -> float:
     size = (1 << 30) if device.type == "cuda" else (1 << 24)
     src = torch.empty(size, dtype=torch.uint8, device=device).random_(0, 256)
     dst = torch.empty_like(src)
-    ms = _time(lambda: dst.copy_(src), args.dry, args.warmup, args.rep)
+    ms = time_ms(lambda: dst.copy_(src), args.dry, args.warmup, args.rep)
     return 2 * size / (ms * 1e-3) / 1e9
 
 
@@ -280,34 +251,6 @@ def _parse_heads(text: str) -> tuple[int, int]:
     return hq, hkv
 
 
-def _parse_config(text: str, config_type: Any) -> Any:
-    values: dict[str, Any] = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise ValueError(f"--config item {item!r} is not key=value")
-        key, raw = (s.strip() for s in item.split("=", 1))
-        values[key] = int(raw)
-    return config_type.from_dict(values)
-
-
-def _environment(dry: bool) -> dict[str, Any]:
-    import torch
-    import triton
-
-    env = {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-           "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    env["device"] = torch.cuda.get_device_name() if not dry and torch.cuda.is_available() else "cpu (Triton interpreter)"
-    return env
-
-
-def _progress(items: list, desc: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return items
-    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
-
-
 def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     lines = [
@@ -325,24 +268,16 @@ def markdown(result: dict[str, Any]) -> str:
         cfg = ",".join(f"{k}={v}" for k, v in p["config"].items())
         lines.append(
             f"| {p['batch']} | {p['context']} | {p['heads_q']}/{p['heads_kv']} | {p['bytes'] / 1e6:.1f} | "
-            f"{_fmt(us.get('tritune'))} | {_fmt(gbps.get('tritune'))} | {_pct(frac.get('tritune'))} | "
-            f"{_fmt(us.get('sdpa_gather'))} | {_fmt(gbps.get('sdpa_gather'))} | {_fmt(us.get('sdpa_contiguous'))} | "
-            f"{_ratio(us.get('sdpa_gather'), us.get('tritune'))} | {cfg} ({p['config_rule']}) |")
+            f"{fmt(us.get('tritune'))} | {fmt(gbps.get('tritune'))} | {_pct(frac.get('tritune'))} | "
+            f"{fmt(us.get('sdpa_gather'))} | {fmt(gbps.get('sdpa_gather'))} | {fmt(us.get('sdpa_contiguous'))} | "
+            f"{ratio(us.get('sdpa_gather'), us.get('tritune'))} | {cfg} ({p['config_rule']}) |")
     for note in result["notes"]:
         lines.append(f"\n- {note}")
     return "\n".join(lines)
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else (f"{x:.1f}" if x >= 1 else f"{x:.2g}")
-
-
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or not b else f"{a / b:.2f}x"
 
 
 if __name__ == "__main__":
