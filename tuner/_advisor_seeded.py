@@ -38,7 +38,7 @@ from tritune.tuner._strategy import Strategy, StrategyContext
 
 log = logging.getLogger(__name__)
 
-_TRAINED: dict[str, Any] = {}  # records fingerprint -> TLMAdvisor, for repeated runs in one process
+_TRAINED: dict[str, Any] = {}  # records fingerprint or "checkpoint:PATH" -> TLMAdvisor, reused in one process
 
 
 class AdvisorSeededStrategy(Strategy):
@@ -148,12 +148,14 @@ class AdvisorSeededStrategy(Strategy):
             return opts["advisor"]
         from tritune.llm_advisor import TLMAdvisor
 
-        if opts.get("advisor_checkpoint"):
-            return TLMAdvisor.load(opts["advisor_checkpoint"])
         records = [r for r in self.context.train_records if r.kernel == self.context.kernel]
-        if records:
+        if records and not opts.get("advisor_checkpoint"):
             return trained_advisor(records, options=opts.get("advisor_train"))
-        return TLMAdvisor.load()
+        # One load per checkpoint and process: a job tunes many problems with the same advisor.
+        checkpoint = str(opts.get("advisor_checkpoint") or "")
+        if f"checkpoint:{checkpoint}" not in _TRAINED:
+            _TRAINED[f"checkpoint:{checkpoint}"] = TLMAdvisor.load(checkpoint or None)
+        return _TRAINED[f"checkpoint:{checkpoint}"]
 
 
 def trained_advisor(records: Sequence[TuningRecord], *, options: Mapping[str, Any] | None = None) -> Any:
