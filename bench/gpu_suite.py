@@ -9,12 +9,14 @@ Parts, in priority order (``--parts`` picks some):
   ceilings     bf16 matmul TFLOP/s and device-to-device copy GB/s, measured in this run
   correctness  both kernels against their references on the GPU, over a compact grid of shapes
   bench        each kernel against its baselines (SDPA flash/cuDNN/efficient; page gather + SDPA)
-  landscapes   every valid config of each kernel on a grid of shapes, with compile time per config
-  tuning       seeded vs unseeded vs exhaustive search on the recorded landscapes, time to 98%
+  landscapes   configs of each kernel on a grid of shapes in a fixed random order (any prefix is a
+               uniform sample), one compile per config and shape group; compile time per config
+  tuning       default vs random search replayed on the recorded landscapes, a live 60 s tune
 
 Each part writes ``DIR/<part>.json`` and ``DIR/<part>.md`` as soon as it finishes, so a run cut
-short keeps what it did; rerunning with the same ``--out`` skips finished parts (and finished
-landscape shapes). ``--pack FILE.tar.gz`` bundles DIR into one file, which is what comes back
+short keeps what it did; rerunning with the same ``--out`` skips finished parts and measured
+landscape configs, and ``--continue-from data/gpu_runs/*`` extends earlier runs' landscapes on the
+same card instead of measuring them again. ``--pack FILE.tar.gz`` bundles DIR into one file, which is what comes back
 from the project's GPU machine (it returns at most a few files). ``--promote`` turns the recorded
 landscapes' best configs into the package's built-in tuned table.
 """
@@ -153,6 +155,27 @@ def pack(out: Path, archive: Path) -> Path:
     return archive
 
 
+def continue_from(out: Path, earlier: list[Path]) -> int:
+    """Copy earlier runs' raw landscape measurements (``landscapes/*.jsonl``) into ``out``.
+
+    Only files ``out`` lacks are written (a warm rerun keeps its own, newer ones); the same name
+    in several earlier runs is concatenated. File names carry the card, so another card's
+    measurements are never continued. Returns the number of files written.
+    """
+    merged: dict[str, list[str]] = {}
+    for run in earlier:
+        for f in sorted(run.glob("landscapes/*.jsonl")):
+            merged.setdefault(f.name, []).append(f.read_text())
+    target = out / "landscapes"
+    written = 0
+    for name, texts in merged.items():
+        if not (target / name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            (target / name).write_text("".join(t if t.endswith("\n") else t + "\n" for t in texts))
+            written += 1
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tritune.bench.gpu_suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry", action="store_true", help="CPU rehearsal: Triton interpreter, tiny shapes, seconds")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--pack", type=Path, default=None, metavar="FILE.tar.gz", help="bundle --out into one archive at the end")
+    parser.add_argument("--continue-from", type=Path, nargs="*", default=[], metavar="RUN",
+                        help="earlier run folders (e.g. data/gpu_runs/*) whose landscape measurements on this card "
+                             "this run extends instead of repeating")
     parser.add_argument("--promote", action="store_true",
                         help="write the landscapes' best configs into the package's built-in tuned table and exit")
     args = parser.parse_args(argv)
@@ -176,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
     print(f"tritune GPU suite: python {platform.python_version()}, out={args.out}, budget {args.budget_s:.0f} s",
           flush=True)
+    if args.continue_from:
+        print(f"continuing {continue_from(args.out, args.continue_from)} landscape files from earlier runs", flush=True)
     summary = run_suite(args.out, budget_s=args.budget_s, dry=args.dry, parts=parts,
                         log=lambda m: print(m, flush=True))
     if args.pack:

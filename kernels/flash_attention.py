@@ -431,10 +431,14 @@ class FlashAttentionFamily(KernelFamily):
 
     def verify(self, spec: FlashAttentionSpec, config: FlashAttentionConfig, device: torch.device | str,
                seed: int) -> Verification:
-        inputs = self.make_inputs(spec, device, seed)
+        def build() -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+            inputs = self.make_inputs(spec, device, seed)
+            return inputs, reference(inputs), baseline(inputs)
+
+        inputs, ref, base = self._expected((spec, str(device), seed), build)
         out = torch.full_like(inputs["q"], float("nan"))  # poisoned: an unwritten element fails
         self.launch(inputs, config, out=out)
-        return compare(out, reference(inputs), baseline(inputs))
+        return compare(out, ref, base)
 
     def compile(self, spec: FlashAttentionSpec, config: FlashAttentionConfig, arch: int = 90) -> CompileReport:
         sig, constexprs = compile_signature(spec, config)

@@ -360,14 +360,16 @@ class PagedAttentionFamily(KernelFamily):
     def verify(self, spec: PagedAttentionSpec, config: PagedAttentionConfig, device: torch.device | str,
                seed: int) -> Verification:
         """Fresh random inputs with mixed lengths, a NaN-poisoned output, the dtype rule."""
-        inputs = self.make_inputs(spec, device, seed, mixed=True)
+        def build() -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+            inputs = self.make_inputs(spec, device, seed, mixed=True)
+            return inputs, reference(inputs, torch.float32), reference(inputs, inputs["q"].dtype)
+
+        inputs, ref, baseline = self._expected((spec, str(device), seed), build)
         out = torch.full_like(inputs["q"], float("nan"))
         try:
             launch(inputs, config, out=out)
         except Exception as exc:  # a config that cannot launch is a failed verification
             return Verification(False, float("inf"), 0.0, f"launch failed: {type(exc).__name__}: {exc}"[:400])
-        ref = reference(inputs, torch.float32)
-        baseline = reference(inputs, inputs["q"].dtype)
         return compare(out, ref.to(out.device), baseline)
 
     def compile(self, spec: PagedAttentionSpec, config: PagedAttentionConfig, arch: int = 90) -> CompileReport:

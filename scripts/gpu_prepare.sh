@@ -33,9 +33,10 @@ cat <<'CMD'
 
 Run on the GPU machine (carry: [".whl"]):
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && cd /tmp && python3 -m tritune.bench.gpu_suite --out /tmp/tritune-suite --budget-s 540 --pack $OUT/suite.tar.gz
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && R=$PWD && cd /tmp && python3 -m tritune.bench.gpu_suite --out /tmp/tritune-suite --budget-s 540 --continue-from $R/data/gpu_runs/* --pack $OUT/suite.tar.gz
 
 The same command again, while the machine is still warm, continues where the first stopped
-(/tmp/tritune-suite survives between calls on one machine; $OUT does not). Unpack each returned
-suite.tar.gz into data/gpu_runs/ here and commit it, naming the card and the date.
+(/tmp/tritune-suite survives between calls on one machine; $OUT does not); --continue-from makes
+a new machine extend the landscapes committed under data/gpu_runs/ for the same card. Unpack the
+returned suite.tar.gz into data/gpu_runs/DATE-CARD/ here and commit it.
 CMD

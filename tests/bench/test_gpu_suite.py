@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 from tritune.bench import gpu_suite
-from tritune.bench._suite_parts import promote_builtin
+from tritune.bench._suite_parts import LANDSCAPE_GROUPS_DRY, promote_builtin
 from tritune.kernels import kernel_hash
 from tritune.search_space import FlashAttentionSpec, Hardware, Landscape, write_landscape
 
@@ -22,7 +22,7 @@ def test_dry_run_covers_every_part_and_resumes(tmp_path):
     correctness = json.loads((out / "correctness.json").read_text())
     assert correctness["complete"] and correctness["checked"] >= 4 and correctness["failed"] == 0
     lands = sorted((out / "landscapes").glob("*.json.gz"))
-    assert len(lands) == 2
+    assert len(lands) == sum(len(g) for g in LANDSCAPE_GROUPS_DRY) == 3
     for path in lands:
         ls = Landscape.load(path)
         assert ls.raw_meta["tritune"]["real_timing"] is False  # CPU times are marked as such
@@ -54,3 +54,76 @@ def test_promote_takes_the_best_gpu_config(tmp_path):
     assert row["config"] == {"block_m": 128, "block_n": 64} and row["time_ms"] == 1.5
     assert row["bucket"] == spec.bucket().key and row["hardware"] == hw.to_dict()
     assert promote_builtin(tmp_path / "runs", table) == 0  # idempotent
+
+
+def test_landscape_order_is_fixed_and_shared_by_subsets():
+    from tritune.bench._suite_parts import landscape_order
+
+    configs = [{"a": a, "b": b} for a in range(6) for b in (1, 2, 4)]
+    order = landscape_order(configs)
+    assert sorted(map(str, order)) == sorted(map(str, configs)) and order != configs  # shuffled, nothing lost
+    assert landscape_order(list(reversed(configs))) == order
+    subset = configs[::2]  # a shape whose space is smaller meets the shared configs in the same order
+    assert landscape_order(subset) == [c for c in order if c in subset]
+
+
+def _ctx(out, checks_allowed):
+    """A dry SuiteContext whose budget runs out after ``checks_allowed`` deadline checks."""
+    calls = {"n": 0}
+
+    class Ctx(gpu_suite.SuiteContext):
+        def expired(self, reserve_s=0.0):
+            calls["n"] += 1
+            return calls["n"] > checks_allowed
+
+    out.mkdir(exist_ok=True)
+    return Ctx(out=out, dry=True, deadline=0.0, device="cpu", card="cpu-interpreter", date="2026-11-25")
+
+
+@pytest.mark.slow
+def test_cut_short_landscapes_are_partial_samples_and_a_rerun_completes_them(tmp_path, monkeypatch):
+    from tritune.bench import _suite_parts as parts
+
+    monkeypatch.setattr(parts, "ROUND", 2)
+    first = parts.landscapes(_ctx(tmp_path, checks_allowed=2))  # two shapes of the first group, 2 configs each
+    assert not first["complete"] and first["measured"] == 4
+    files = sorted((tmp_path / "landscapes").glob("*.json.gz"))
+    assert len(files) == 2
+    measured = []
+    for f in files:
+        ls = Landscape.load(f)
+        meta = ls.raw_meta["tritune"]
+        assert meta["complete"] is False and meta["measured"] == len(ls) == 2
+        assert meta["valid_configs"] == parts.DRY_CONFIGS_PER_SHAPE
+        measured.append({json.dumps(e.values, sort_keys=True) for e in ls})
+    assert measured[0] == measured[1]  # config-major: one compile serves every shape of the group
+    tuning = parts.tuning(_ctx(tmp_path, checks_allowed=10**6))
+    assert tuning["complete"] is False and any("partial" in n for n in tuning["notes"])
+
+    again = parts.landscapes(_ctx(tmp_path, checks_allowed=10**6))
+    assert again["complete"] and again["measured"] == 3 * parts.DRY_CONFIGS_PER_SHAPE
+    for f in sorted((tmp_path / "landscapes").glob("*.json.gz")):
+        assert Landscape.load(f).raw_meta["tritune"]["complete"] is True
+    lines = (tmp_path / "landscapes" / f"{files[0].name.removesuffix('.json.gz')}.jsonl").read_text().splitlines()
+    assert len(lines) == parts.DRY_CONFIGS_PER_SHAPE  # nothing measured twice
+
+
+def test_tuning_without_landscapes_stays_incomplete(tmp_path):
+    from tritune.bench import _suite_parts as parts
+
+    result = parts.tuning(_ctx(tmp_path, checks_allowed=10**6))
+    assert result["complete"] is False  # so the rerun after a landscape is recorded comes back to it
+
+
+def test_continue_from_copies_earlier_measurements_once(tmp_path):
+    for run, lines in (("run1", ['{"config": {"a": 1}}\n']), ("run2", ['{"config": {"a": 2}}'])):
+        (tmp_path / run / "landscapes").mkdir(parents=True)
+        (tmp_path / run / "landscapes" / "fa__h100.jsonl").write_text("".join(lines))
+    out = tmp_path / "out"
+    assert gpu_suite.continue_from(out, [tmp_path / "run1", tmp_path / "run2"]) == 1
+    text = (out / "landscapes" / "fa__h100.jsonl").read_text()
+    assert text.splitlines() == ['{"config": {"a": 1}}', '{"config": {"a": 2}}']
+    # a warm rerun keeps its own, newer file
+    (out / "landscapes" / "fa__h100.jsonl").write_text("newer\n")
+    assert gpu_suite.continue_from(out, [tmp_path / "run1"]) == 0
+    assert (out / "landscapes" / "fa__h100.jsonl").read_text() == "newer\n"

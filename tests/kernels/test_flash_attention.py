@@ -299,3 +299,35 @@ def test_scale_argument() -> None:
     assert compare(out, reference(inputs), baseline(inputs)).ok
     assert not torch.allclose(out.float(), launch({**inputs, "scale": 1 / math.sqrt(64)},
                                                   FAMILY.default_config(spec, HW)).float(), atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel", ["flash_attention", "paged_attention"])
+def test_verify_reuses_the_reference_until_the_inputs_change(kernel, monkeypatch):
+    """Landscapes verify hundreds of configs per shape: the reference is computed once per shape,
+    and a config that scribbles on the cached inputs forces a fresh one instead of a false verdict."""
+    import importlib
+
+    from tritune.search_space import PagedAttentionSpec, default_config
+
+    family = get_family(kernel)
+    module = importlib.import_module(family.module_name)
+    spec = (FlashAttentionSpec(1, 2, 1, 19, 19, 32, "fp16", True) if kernel == "flash_attention"
+            else PagedAttentionSpec(2, 2, 1, 32, 21, 16, "fp16"))
+    config = default_config(spec, Hardware.cpu_interpreter())
+    calls = {"n": 0}
+    real = module.reference
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "reference", counting)
+    family._expected_cache = None
+    assert family.verify(spec, config, "cpu", 5).ok
+    first = calls["n"]
+    assert first >= 1
+    assert family.verify(spec, config, "cpu", 5).ok and calls["n"] == first  # reused
+    inputs = family._expected_cache[1][0]
+    inputs["q"].mul_(-1.0)  # a kernel that wrote into its inputs
+    assert family.verify(spec, config, "cpu", 5).ok and calls["n"] == 2 * first  # recomputed, still right
+    assert family.verify(spec, config, "cpu", 6).ok and calls["n"] == 3 * first  # another seed, another reference
