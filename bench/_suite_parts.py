@@ -299,7 +299,9 @@ def _measure_into(shape: _Shape, backend: Any, batch: list[dict[str, Any]], star
             entry = {"config": batch[j], "status": result.status.value, "time_ms": result.time_ms,
                      "error": result.error, "compile_ms": result.compile_ms, "cost_ms": result.cost_ms,
                      "elapsed_s": time.monotonic() - started, "date": date,
-                     "registers": result.extra.get("registers"), "max_error": result.extra.get("max_error")}
+                     "registers": result.extra.get("registers"), "max_error": result.extra.get("max_error"),
+                     # whether the compile stage filled Triton's cache (then compile_ms is a load)
+                     "jit_warm_ms": result.extra.get("jit_warm_ms"), "jit_warm_error": result.extra.get("jit_warm_error")}
             shape.done[_key(batch[j])] = entry
             log.write(json.dumps(entry) + "\n")
             log.flush()

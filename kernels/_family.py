@@ -61,6 +61,7 @@ class KernelFamily(ABC):
     name: ClassVar[str]
     spec_type: ClassVar[type[ProblemSpec]]
     module_name: ClassVar[str]  # the module holding the @triton.jit source (hashed)
+    jit_kernels: ClassVar[tuple[str, ...]] = ()  # that module's @triton.jit kernels ``launch`` runs
 
     @property
     def source_hash(self) -> str:
@@ -90,6 +91,44 @@ class KernelFamily(ABC):
     def work(self, spec: ProblemSpec) -> dict[str, float]:
         """What one launch computes, for throughput figures: ``flops`` and/or ``bytes``."""
         return {}
+
+    def warm_inputs(self, spec: ProblemSpec) -> list[Mapping[str, Any]]:
+        """Inputs on the ``meta`` device (shapes, strides, dtypes; no memory) for ``warm``."""
+        return [self.make_inputs(spec, "meta", 0)]
+
+    def warm(self, spec: ProblemSpec, config: Config) -> int:
+        """Compile ``config`` for ``spec`` through Triton's JIT on the current GPU, running nothing.
+
+        The launch goes through ``launch`` itself, so Triton derives the same specialization
+        (dtypes, 16-byte alignment, integer divisibility) and the same cache key as the real
+        launch will, and the binary lands in Triton's on-disk cache: the process that measures
+        the config later only loads it. (An AOT compile cannot promise the same key.) Returns
+        the number of kernel specializations compiled or found.
+        """
+        module = importlib.import_module(self.module_name)
+        originals = {name: getattr(module, name) for name in self.jit_kernels}
+        compiled = 0
+
+        class CompileOnly:
+            def __init__(self, fn: Any) -> None:
+                self.fn = fn
+
+            def __getitem__(self, grid: Any) -> Callable[..., None]:
+                def run(*args: Any, **kwargs: Any) -> None:
+                    nonlocal compiled
+                    self.fn.warmup(*args, grid=grid, **kwargs)
+                    compiled += 1
+                return run
+
+        try:
+            for name, fn in originals.items():
+                setattr(module, name, CompileOnly(fn))
+            for inputs in self.warm_inputs(spec):
+                self.launch(inputs, config)
+        finally:
+            for name, fn in originals.items():
+                setattr(module, name, fn)
+        return compiled
 
     def _expected(self, key: tuple, build: Callable[[], tuple[Mapping[str, Any], torch.Tensor, torch.Tensor]],
                   ) -> tuple[Mapping[str, Any], torch.Tensor, torch.Tensor]:

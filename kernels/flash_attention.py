@@ -408,13 +408,16 @@ class FlashAttentionFamily(KernelFamily):
     name = "flash_attention"
     spec_type = FlashAttentionSpec
     module_name = __name__
+    jit_kernels = ("_attn_fwd",)
 
     def make_inputs(self, spec: FlashAttentionSpec, device: torch.device | str, seed: int) -> dict[str, Any]:
         device = torch.device(device)
-        gen = torch.Generator(device=device).manual_seed(seed)  # drawn where used: tuning sizes are big
+        gen = None if device.type == "meta" else torch.Generator(device=device).manual_seed(seed)  # drawn where used
         dtype = TORCH_DTYPES[spec.dtype]
 
         def draw(heads: int, seq: int) -> torch.Tensor:
+            if device.type == "meta":  # shapes only, for compiling without running (``warm``)
+                return torch.empty(spec.batch, heads, seq, spec.head_dim, dtype=dtype, device=device)
             # Normal draws: fresh for every seed, and never all zeros.
             t = torch.randn(spec.batch, heads, seq, spec.head_dim, generator=gen, device=device)
             return t.to(dtype)

@@ -322,8 +322,14 @@ def make_paged_inputs(num_seqs: int, heads_q: int, heads_kv: int, head_dim: int,
         if tail:
             nan_mask[own[-1], block_size - tail:] = True
     device = torch.device(device)
-    dev_gen = torch.Generator(device=device).manual_seed(seed)
     shape = (pool, block_size, heads_kv, head_dim)
+    if device.type == "meta":  # shapes only, for compiling without running (``warm``)
+        def empty(*size: int) -> torch.Tensor:
+            return torch.empty(size, dtype=dtype, device=device)
+
+        return {"q": empty(num_seqs, heads_q, head_dim), "k_cache": empty(*shape), "v_cache": empty(*shape),
+                "block_table": table.to(device), "seq_lens": lens.to(device), "scale": 1.0 / math.sqrt(head_dim)}
+    dev_gen = torch.Generator(device=device).manual_seed(seed)
     k_cache = torch.empty(shape, dtype=dtype, device=device).normal_(generator=dev_gen)
     v_cache = torch.empty(shape, dtype=dtype, device=device).normal_(generator=dev_gen)
     nan_mask = nan_mask.to(device)
@@ -340,6 +346,7 @@ class PagedAttentionFamily(KernelFamily):
     name = "paged_attention"
     spec_type = PagedAttentionSpec
     module_name = __name__
+    jit_kernels = ("_decode_kernel", "_merge_kernel")
 
     def make_inputs(self, spec: PagedAttentionSpec, device: torch.device | str, seed: int, *,
                     mixed: bool = False) -> dict[str, Any]:
@@ -356,6 +363,10 @@ class PagedAttentionFamily(KernelFamily):
 
     def reference(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         return reference(inputs, torch.float32)
+
+    def warm_inputs(self, spec: PagedAttentionSpec) -> list[Mapping[str, Any]]:
+        # verify() runs on mixed lengths, timing on full ones: warm both launches.
+        return [self.make_inputs(spec, "meta", 0), self.make_inputs(spec, "meta", 0, mixed=True)]
 
     def verify(self, spec: PagedAttentionSpec, config: PagedAttentionConfig, device: torch.device | str,
                seed: int) -> Verification:

@@ -27,7 +27,10 @@ class GpuBackend(PipelinedBackend):
     """Measures on one CUDA device (``device_index``).
 
     ``compile_workers`` (default: CPU cores - 1, at most 8; 0 disables the compile stage, e.g. for
-    a family without ``compile``) compile ahead. ``measure_task`` replaces the GPU measurement, for
+    a family without ``compile``) compile ahead: an AOT compile that checks registers and shared
+    memory, then the JIT compile of the exact launch into Triton's cache, so the measuring worker
+    only loads the binary (``TRITUNE_WARM_JIT=0`` skips the second step, and the compile workers'
+    CUDA contexts with it). ``measure_task`` replaces the GPU measurement, for
     tests of the pipeline on machines without a GPU; ``env`` is the workers' environment (default:
     this process's without TRITON_INTERPRET).
     """
