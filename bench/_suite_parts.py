@@ -279,6 +279,7 @@ def landscapes(ctx: Any) -> dict[str, Any]:
             _write_shape(shape, hw, backend.real_timing, ctx.date)
     rows = [_landscape_row(shape) for shape in shapes]
     recorded = sum(1 for shape in shapes if shape.complete)
+    warm = _warm_summary([d for shape in shapes for d in shape.done.values()])
     measured = sum(len(shape.done) for shape in shapes)
     return {
         "complete": recorded == len(shapes), "shapes": len(shapes), "recorded": recorded, "measured": measured,
@@ -288,7 +289,8 @@ def landscapes(ctx: Any) -> dict[str, Any]:
                   if ctx.dry else "configs in a fixed random order (a partial landscape is a uniform sample); "
                   "time = median of triton.testing.do_bench with L2 flushed; each config verified against the "
                   "reference before timing",
-                  f"files: {folder.name}/*.json.gz (Kernel Tuner format + tritune block), *.jsonl (raw, resumable)"],
+                  f"files: {folder.name}/*.json.gz (Kernel Tuner format + tritune block), *.jsonl (raw, resumable)",
+                  warm],
         "headline": f"{recorded}/{len(shapes)} shapes complete, {measured} measurements",
     }
 
@@ -323,6 +325,18 @@ def _write_shape(shape: _Shape, hw: Hardware, real_timing: bool, date: str) -> N
         extra={"kernel_hash": kernel_hash(shape.spec.kernel), "real_timing": real_timing, "date": date,
                "complete": shape.complete, "valid_configs": len(shape.valid), "measured": len(done)},
     )
+
+
+def _warm_summary(entries: list[dict[str, Any]]) -> str:
+    """Did the compile workers' JIT warm-up spare the measuring process its compiles?"""
+    warmed = [d for d in entries if d.get("jit_warm_ms") is not None and d.get("compile_ms") is not None]
+    failed = [d for d in entries if d.get("jit_warm_error")]
+    if not warmed:
+        note = f" ({len(failed)} failed, e.g. {failed[0]['jit_warm_error']})" if failed else ""
+        return f"JIT warm-up: not used{note}"
+    return (f"JIT warm-up on {len(warmed)} measurements ({len(failed)} failed): median "
+            f"{statistics.median(d['jit_warm_ms'] for d in warmed):.0f} ms in the compile workers, then "
+            f"{statistics.median(d['compile_ms'] for d in warmed):.0f} ms first launch in the measuring process")
 
 
 def _measure_backend(ctx: Any) -> Any:
