@@ -91,7 +91,7 @@ class Landscape:
             raise ValueError(f"landscape file {p} is not (gzipped) JSON: {exc}") from None
         for required in ("tune_params_keys", "tune_params", "cache"):
             if required not in data:
-                raise ValueError(f"landscape file {p} lacks {required!r}; is it a Kernel Tuner cache file?")
+                raise NotALandscape(f"landscape file {p} lacks {required!r}; is it a Kernel Tuner cache file?")
         name = p.name.removesuffix(".gz").removesuffix(".json")
         return cls(data, name=f"{p.parent.name}/{name}" if p.parent.name else name)
 
@@ -149,18 +149,31 @@ def _hardware_of(data: Mapping[str, Any], meta: Mapping[str, Any], name: str) ->
     return Hardware.from_spec(spec.name, triton_version="n/a")
 
 
+class NotALandscape(ValueError):
+    """A JSON file that is not a Kernel Tuner cache file (e.g. a GPU run's bench results)."""
+
+
 def load_landscapes(paths: Iterable[str | Path]) -> list[Landscape]:
-    """Load many files; directories are searched for ``*.json.gz`` and ``*.json`` landscapes."""
+    """Load many files; directories are searched recursively for ``*.json.gz`` and ``*.json``.
+
+    Inside a directory, JSON files that are not landscapes (a GPU run folder also holds its
+    benchmark results) are skipped; a file named explicitly must be a landscape.
+    """
     out: list[Landscape] = []
     for path in paths:
         p = Path(path)
-        if p.is_dir():
-            files = sorted([*p.glob("*.json.gz"), *p.glob("*.json")])
-            if not files:
-                raise ValueError(f"directory {p} holds no *.json.gz or *.json landscape files")
-            out.extend(Landscape.load(f) for f in files)
-        else:
+        if not p.is_dir():
             out.append(Landscape.load(p))
+            continue
+        found = []
+        for f in sorted(f for f in p.rglob("*.json*") if f.name.endswith((".json.gz", ".json"))):
+            try:
+                found.append(Landscape.load(f))
+            except NotALandscape:
+                continue
+        if not found:
+            raise ValueError(f"directory {p} holds no *.json.gz or *.json landscape files")
+        out.extend(found)
     return out
 
 

@@ -64,3 +64,24 @@ def test_bad_files(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ValueError, match="lacks 'tune_params_keys'"):
         Landscape.load(tmp_path / "other.json")
+
+
+def test_directories_are_searched_recursively_and_other_json_is_skipped(tmp_path):
+    """A GPU run folder holds landscapes under landscapes/ next to its benchmark JSON."""
+    import json
+
+    import pytest
+
+    run = tmp_path / "gpu_runs" / "2026-11-25-h100"
+    write_landscape(run / "landscapes" / "fa.json.gz", kernel="k", kernel_name="k", spec=None,
+                    hardware=Hardware.from_spec("H100"), params={"a": (1, 2)},
+                    results=[({"a": 1}, 2.0, None, {}), ({"a": 2}, 1.0, None, {})])
+    (run / "bench.json").write_text(json.dumps({"rows": []}))
+    [ls] = load_landscapes([tmp_path / "gpu_runs"])
+    assert ls.optimum_ms == 1.0
+    with pytest.raises(ValueError, match="lacks"):
+        load_landscapes([run / "bench.json"])  # named explicitly, it must be a landscape
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "bench.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds no"):
+        load_landscapes([tmp_path / "empty"])

@@ -98,20 +98,13 @@ def _train_options(args: argparse.Namespace):
 def _landscapes(paths: list[str]):
     from tritune.search_space import load_landscapes
 
-    files: list[Path] = []
     for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*.json*") if f.name.endswith((".json.gz", ".json"))
-                           and "spaces" not in f.parts)
-            if not found:
-                raise CLIError(f"directory {p} holds no *.json.gz or *.json landscape files")
-            files.extend(found)
-        elif p.exists():
-            files.append(p)
-        else:
-            raise CLIError(f"landscape {p} does not exist")
-    return load_landscapes(files)
+        if not Path(raw).exists():
+            raise CLIError(f"landscape {raw} does not exist")
+    try:
+        return load_landscapes(paths)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _progress_bar(desc: str):
