@@ -164,9 +164,9 @@ def _correctness_result(rows: list, failures: list, checked: int, *, complete: b
 # --- landscapes --------------------------------------------------------------------------------
 # Real LLM prefill and decode shapes, in compile groups: the shapes of a group share every
 # constexpr (head dim, dtype, causal; GQA group and page size for decode) and Triton's integer
-# specialization (all sizes multiples of 16), so the measuring process compiles a config once and
-# reuses the binary for every shape of its group. Compiling costs ~0.6 s a config on an H100
-# machine, measuring a shape ~0.1 s: a group of three shapes costs little more than one.
+# specialization (all sizes multiples of 16), so a config is compiled once for its whole group.
+# On the 2026-11-25 H100 run compiling took ~0.6 s a config (in the measuring process, before the
+# compile workers warmed Triton's cache), measuring a shape ~0.1-0.2 s.
 LANDSCAPE_GROUPS_GPU: tuple[tuple[ProblemSpec, ...], ...] = (
     (FlashAttentionSpec(1, 32, 8, 4096, 4096, 128, "bf16", True),
      FlashAttentionSpec(4, 32, 8, 1024, 1024, 128, "bf16", True),
