@@ -129,8 +129,11 @@ def beam_candidates(lm: TensorLM, context: Sequence[str], valid: ValidSet, beams
 
 def propose(lm: TensorLM, context: Sequence[str], space: SearchSpace, k: int, rank: Ranker,
             measured: Sequence[Mapping[str, Value]] = (), *, max_exhaustive: int = 20_000,
-            method: str = "auto", beam_width: int = 64) -> list[tuple[dict[str, Value], float]]:
+            method: str = "auto", beam_width: int = 64, share: float = 0.0) -> list[tuple[dict[str, Value], float]]:
     """Top-k valid, distinct, not-yet-measured configs by ``rank`` (higher is better).
+
+    ``share``: return at least that share of the valid set when it is enumerated (the candidates
+    of ``diversify``), ranked the same way.
 
     Exhaustive: every valid config is ranked. Beam: constrained beam search after ``context``
     (the model's most likely configs) finds ``max(beam_width, 2k)`` candidates, which are then
@@ -148,7 +151,8 @@ def propose(lm: TensorLM, context: Sequence[str], space: SearchSpace, k: int, ra
         scores = rank([ids for _, ids in found])
         order = torch.argsort(scores, descending=True, stable=True)[:k].tolist()
         return [(found[j][0], float(scores[j])) for j in order]
-    return top_k_exhaustive(rank, valid, k, exclude)
+    assert valid.configs is not None
+    return top_k_exhaustive(rank, valid, max(k, round(share * len(valid.configs))), exclude)
 
 
 def diversify(ranked: Sequence[tuple[dict[str, Value], float]], k: int,

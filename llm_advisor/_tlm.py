@@ -50,13 +50,17 @@ class TLMAdvisor(Advisor):
     measured times (Spearman correlation, sharpened as evidence grows), and configs are ranked
     by the weighted mix. This is how the advisor keeps helping after the first measurements.
 
-    ``diverse`` (default): the k proposals are a portfolio drawn from the ranking's top 2k (see
-    ``diversify``): the first is the best, every second one after it differs from the others in
-    a third of the parameters, so their scores are not monotone.
+    ``diverse`` (default): the k proposals are a portfolio drawn from the ranking's top
+    ``diverse_top`` share of the valid set (at least 2k; see ``diversify``): the first is the
+    best, every second one after it differs from the others in a third of the parameters, so
+    their scores are not monotone. From the top 2k alone, the candidates were near-copies and
+    "a third of the parameters that vary among them" meant one or two flags (A100 convolution:
+    all 16 proposals use_shmem=0, tile_size_y=4); from the top 5% a far pick leaves the region.
     """
 
     def __init__(self, lm: TensorLM, *, method: str = "auto", ranking: str = "blend",
-                 max_exhaustive: int = 20_000, min_evidence: int = 3, diverse: bool = True) -> None:
+                 max_exhaustive: int = 20_000, min_evidence: int = 3, diverse: bool = True,
+                 diverse_top: float = 0.05) -> None:
         if method not in ("auto", "exhaustive", "beam"):
             raise ValueError(f"method={method!r} is not one of auto, exhaustive, beam")
         if ranking not in RANKINGS:
@@ -67,6 +71,7 @@ class TLMAdvisor(Advisor):
         self.max_exhaustive = max_exhaustive
         self.min_evidence = min_evidence
         self.diverse = diverse
+        self.diverse_top = diverse_top
         self.last_weights: dict[str, float] = {}  # hypothesis -> weight of the last conditioned ranking
         corpus = CorpusOptions(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in lm.meta.get("corpus_options", {}).items()})
@@ -91,7 +96,8 @@ class TLMAdvisor(Advisor):
             rank = self._conditioned(hardware, kernel, problem, space, context, measured)
         done = [c for c, _ in measured]
         found = propose(self.lm, context, space, 2 * k if self.diverse else k, rank, done,
-                        max_exhaustive=self.max_exhaustive, method=self.method)
+                        max_exhaustive=self.max_exhaustive, method=self.method,
+                        share=self.diverse_top if self.diverse else 0.0)
         if self.diverse:
             found = diversify(found, k, done)
         return [Proposal(config, score) for config, score in found]

@@ -16,7 +16,7 @@ from tritune.llm_advisor import (
     Vocabulary,
     sentence,
 )
-from tritune.llm_advisor._language import QUALITIES
+from tritune.llm_advisor._language import QUALITIES, config_word
 from tritune.search_space import Constraint, Hardware, Param, SearchSpace, config_key
 
 HW = Hardware.from_spec("A100")
@@ -100,3 +100,27 @@ def test_diversify_alternates_best_and_far_picks():
     picks = [c for c, _ in diversify(ranked, 2, reference=[cfg("c", "d")])]
     assert picks == [cfg(), cfg("a")]  # no candidate is far from both: the best remaining
     assert diversify(ranked, 10) == ranked  # fewer candidates than k: all of them, in order
+
+
+def test_wide_candidates_make_far_picks_far_in_the_whole_space():
+    from tritune.llm_advisor._generate import diversify, propose
+
+    # The ranking prefers configs near all-zeros: its top four differ from it in one parameter at most.
+    space = SearchSpace("six", tuple(Param(n, (0, 1, 2)) for n in "abcdef"))
+    lm = _random_lm(space, 0)
+    zero = [lm.vocab.id(config_word(n, 0)) for n in space.names]
+    ctx = sentence(HW, "six", {}, None, space.names).context
+
+    def rank(ids):
+        return torch.tensor([-float(sum(i != z for i, z in zip(row, zero, strict=True))) for row in ids])
+
+    def second_pick_distance(share):
+        found = propose(lm, ctx, space, 4, rank, share=share)
+        first, second = (c for c, _ in diversify(found, 2))
+        return sum(first[n] != second[n] for n in space.names)
+
+    # From the top 2k alone, "far" means a third of the few parameters varying among near-copies.
+    assert second_pick_distance(0.0) == 1
+    # From the top 5% of the space, a far pick differs in a third of all six parameters.
+    assert second_pick_distance(0.05) >= 2
+    assert len(propose(lm, ctx, space, 4, rank, share=0.05)) == round(0.05 * 3**6)
