@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train an advisor from scratch on landscapes and/or the tuning database",
         description="Pre-train on sampled valid configs, then fine-tune on the measured configs labelled by how "
         "good they were in their problem. Reproduce the shipped checkpoint with: "
-        "tritune advisor train --landscape data/kernel_tuner_cache --out llm_advisor/checkpoint")
+        "tritune advisor train --landscape data/kernel_tuner_cache data/gpu_runs --no-db --out llm_advisor/checkpoint")
     t.add_argument("--landscape", nargs="*", default=[], metavar="PATH",
                    help="landscape files or directories (searched recursively for *.json.gz / *.json)")
     add_db_argument(t)
