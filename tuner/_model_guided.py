@@ -14,9 +14,9 @@ avoid shared memory, its optimum uses it), and then the best predicted configs a
 of each other and measuring them teaches the target member nothing new. So every other
 measurement among the first ``cost_model_diverse_until`` (default 10; 0 turns it off) of its own
 choosing (seeds and observed configs do not count: ten transferred seeds would otherwise use up
-the schedule and leave the search no diverse pick at all) is the best predicted config of the top ``explore_top`` share that differs from every measured config in at
-least a third of the parameters (the farthest one when none does). Leave-one-GPU-out on the
-convolution landscapes (with the model's temperature 0.03) it raised the fraction of optimum at
+the schedule and leave the search no diverse pick at all) is the best predicted config of the
+top ``explore_top`` share that differs from every measured config in at least a third of the
+parameters (the farthest one when none does). Leave-one-GPU-out on the convolution landscapes (with the model's temperature 0.03) it raised the fraction of optimum at
 20 evaluations from 0.942 to 0.972 (A100: 0.679 -> 0.847); dedispersion 0.987 -> 0.995. Picking
 them every third measurement instead left the A100 at 0.679: the gain hangs on a few picks.
 
