@@ -225,8 +225,12 @@ class _Shape:
         self.final = folder / f"{self.name}.json.gz"
         self.done = _read_jsonl(self.jsonl)
 
+    def needs(self, config: dict[str, Any]) -> bool:
+        key = _key(config)
+        return key in self.valid and key not in self.done
+
     def todo(self, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [c for c in configs if _key(c) in self.valid and _key(c) not in self.done]
+        return [c for c in configs if self.needs(c)]
 
     @property
     def complete(self) -> bool:
@@ -257,7 +261,7 @@ def landscapes(ctx: Any) -> dict[str, Any]:
         while not out_of_time:
             progressed = False
             for group, order in zip(groups, orders):
-                pending = [c for c in order if any(shape.todo([c]) for shape in group)][:ROUND]
+                pending = [c for c in order if any(shape.needs(c) for shape in group)][:ROUND]
                 for shape in group:
                     batch = shape.todo(pending)
                     if not batch:
@@ -303,7 +307,8 @@ def _measure_into(shape: _Shape, backend: Any, batch: list[dict[str, Any]], star
                      "elapsed_s": time.monotonic() - started, "date": date,
                      "registers": result.extra.get("registers"), "max_error": result.extra.get("max_error"),
                      # whether the compile stage filled Triton's cache (then compile_ms is a load)
-                     "jit_warm_ms": result.extra.get("jit_warm_ms"), "jit_warm_error": result.extra.get("jit_warm_error")}
+                     "jit_warm_ms": result.extra.get("jit_warm_ms"),
+                     "jit_warm_error": result.extra.get("jit_warm_error")}
             shape.done[_key(batch[j])] = entry
             log.write(json.dumps(entry) + "\n")
             log.flush()

@@ -16,8 +16,8 @@ Parts, in priority order (``--parts`` picks some):
 Each part writes ``DIR/<part>.json`` and ``DIR/<part>.md`` as soon as it finishes, so a run cut
 short keeps what it did; rerunning with the same ``--out`` skips finished parts and measured
 landscape configs, and ``--continue-from data/gpu_runs/*`` extends earlier runs' landscapes on the
-same card instead of measuring them again. ``--pack FILE.tar.gz`` bundles DIR into one file, which is what comes back
-from the project's GPU machine (it returns at most a few files). ``--promote`` turns the recorded
+same card instead of measuring them again. ``--pack FILE.tar.gz`` bundles DIR into one file,
+which is what comes back from the project's GPU machine (it returns at most a few files). ``--promote`` turns the recorded
 landscapes' best configs into the package's built-in tuned table.
 """
 

@@ -149,7 +149,7 @@ class KernelFamily(ABC):
 def _checksums(inputs: Mapping[str, Any]) -> tuple[float, ...]:
     # nansum: a paged cache poisons its unused slots with NaN, and NaN never equals itself. The
     # reduction accumulates in float64 without a float64 copy (tuning-size caches are GBs).
-    return tuple(float(torch.nansum(t, dtype=torch.float64)) if t.is_floating_point() else float(t.sum(dtype=torch.int64))
+    return tuple(float(torch.nansum(t, dtype=torch.float64) if t.is_floating_point() else t.sum(dtype=torch.int64))
                  for t in inputs.values() if isinstance(t, torch.Tensor))
 
 

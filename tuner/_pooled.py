@@ -171,6 +171,7 @@ def _with_report(result: MeasureResult, report: Mapping[str, Any] | None) -> Mea
     extra["aot_compile_ms"] = report.get("compile_ms")
     # compile_ms: the measuring worker's own compile (first launch) when it had one, else the AOT one.
     compile_ms = result.compile_ms if result.compile_ms is not None else report.get("compile_ms")
+    compile_stage_ms = float(report.get("compile_ms") or 0.0) + float(report.get("jit_warm_ms") or 0.0)
     return MeasureResult(result.status, time_ms=result.time_ms, times_ms=result.times_ms, error=result.error,
-                         compile_ms=compile_ms, cost_ms=result.cost_ms + float(report.get("compile_ms") or 0.0) + float(report.get("jit_warm_ms") or 0.0),
+                         compile_ms=compile_ms, cost_ms=result.cost_ms + compile_stage_ms,
                          real_timing=result.real_timing, extra=extra)

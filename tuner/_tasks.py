@@ -106,8 +106,9 @@ def _sees_gpu() -> bool:
     import os
 
     import torch
+    from tritune.search_space import interpreting
 
-    if os.environ.get("TRITUNE_WARM_JIT", "1") == "0" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if os.environ.get("TRITUNE_WARM_JIT", "1") == "0" or interpreting():
         return False
     return torch.cuda.is_available()
 
