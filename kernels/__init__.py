@@ -15,6 +15,7 @@ from ._family import TORCH_DTYPES, KernelFamily, Verification, compare, source_h
 _FAMILIES = {
     "flash_attention": ("tritune.kernels.flash_attention", "FAMILY"),
     "paged_attention": ("tritune.kernels.paged_attention", "FAMILY"),
+    "varlen_attention": ("tritune.kernels.varlen_attention", "FAMILY"),
 }
 
 

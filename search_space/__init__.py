@@ -11,6 +11,7 @@ from typing import Any
 
 from . import flash_attention as _fa
 from . import paged_attention as _pa
+from . import varlen_attention as _va
 from ._space import (
     Config,
     Constraint,
@@ -29,6 +30,7 @@ from ._specs import (
     FlashAttentionSpec,
     PagedAttentionSpec,
     ProblemSpec,
+    VarlenAttentionSpec,
     normalize_dtype,
     spec_from_dict,
     spec_type,
@@ -46,10 +48,12 @@ from .hardware import (
 from .landscape import Entry, Landscape, load_landscapes, write_landscape
 from .paged_attention import PagedAttentionConfig
 from .records import TuningRecord
+from .varlen_attention import VarlenAttentionConfig
 
 _SPACES: dict[str, tuple[Callable[[Any, Hardware], SearchSpace], Callable[[Any, Hardware], Config]]] = {
     "flash_attention": (_fa.space, _fa.default_config),
     "paged_attention": (_pa.space, _pa.default_config),
+    "varlen_attention": (_va.space, _va.default_config),
 }
 KERNELS: tuple[str, ...] = tuple(_SPACES)
 
@@ -87,6 +91,8 @@ __all__ = [
     "SPECS",
     "SearchSpace",
     "TuningRecord",
+    "VarlenAttentionConfig",
+    "VarlenAttentionSpec",
     "Value",
     "config_key",
     "default_config",

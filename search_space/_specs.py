@@ -265,9 +265,97 @@ class PagedAttentionSpec(ProblemSpec):
         return float(kv + qo)
 
 
+KV_DTYPES = ("auto", "fp8")
+
+
+@dataclass(frozen=True)
+class VarlenAttentionSpec(ProblemSpec):
+    """One serving step: a ragged batch of ``num_seqs`` sequences over a paged (or packed) KV cache.
+
+    Sequence b brings ``q_b`` new tokens (0 for a sequence idle this step, 1 for decode, 2-8 for
+    speculative rows, hundreds for a chunked-prefill chunk) and attends to ``k_b`` keys (its cached
+    prefix plus the new tokens). Only host-known sizes describe the batch, so the runtime can key
+    a launch without reading the device: ``total_q`` (sum of q_b, the packed query rows),
+    ``max_seqlen_q`` (max q_b) and ``max_seqlen_k`` (max k_b). ``block_size`` is the page size
+    of the cache, 0 for contiguous K/V (packed with ``cu_seqlens_k`` or batched ``[B, S, H, D]``).
+    ``kv_dtype`` "fp8" is an e4m3 cache with descale factors. The mask and score features are
+    part of the bucket: ``window_left``/``window_right`` as flash-attn's ``window_size`` (-1 =
+    unbounded), ``softcap``, ``alibi`` and ``sinks`` say whether those terms are present.
+    """
+
+    num_seqs: int
+    total_q: int
+    max_seqlen_q: int
+    max_seqlen_k: int
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    block_size: int = 16
+    dtype: str = "bf16"
+    kv_dtype: str = "auto"
+    causal: bool = True
+    window_left: int = -1
+    window_right: int = -1
+    softcap: bool = False
+    alibi: bool = False
+    sinks: bool = False
+
+    kernel: ClassVar[str] = "varlen_attention"
+    ALIASES: ClassVar[Mapping[str, str]] = {
+        "S": "num_seqs", "B": "num_seqs", "T": "total_q", "tokens": "total_q", "Sq": "max_seqlen_q",
+        "q": "max_seqlen_q", "ctx": "max_seqlen_k", "Skv": "max_seqlen_k", "Hq": "heads_q", "H": "heads_q",
+        "Hkv": "heads_kv", "D": "head_dim", "page_size": "block_size", "left": "window_left",
+        "right": "window_right",
+    }
+    EXACT: ClassVar[tuple[str, ...]] = ("heads_q", "heads_kv", "head_dim", "block_size", "dtype", "kv_dtype",
+                                        "causal", "window_left", "window_right", "softcap", "alibi", "sinks")
+    SCALED: ClassVar[tuple[str, ...]] = ("num_seqs", "total_q", "max_seqlen_q", "max_seqlen_k")
+    MAX_HEAD_DIM: ClassVar[int] = 256
+
+    def __post_init__(self) -> None:
+        self._positive("num_seqs", "total_q", "max_seqlen_q", "max_seqlen_k", "heads_q", "heads_kv", "head_dim")
+        if self.heads_q % self.heads_kv:
+            raise ValueError(
+                f"heads_q={self.heads_q} must be a multiple of heads_kv={self.heads_kv} (GQA/MQA share KV heads)"
+            )
+        if self.head_dim > self.MAX_HEAD_DIM:
+            raise ValueError(f"head_dim={self.head_dim} is over the supported maximum {self.MAX_HEAD_DIM}")
+        if not isinstance(self.block_size, int) or self.block_size < 0:
+            raise ValueError(f"block_size={self.block_size!r} must be a page size >= 1, or 0 for contiguous K/V")
+        if self.max_seqlen_q > self.total_q:
+            raise ValueError(f"max_seqlen_q={self.max_seqlen_q} is more than total_q={self.total_q} query rows")
+        if self.total_q > self.num_seqs * self.max_seqlen_q:
+            raise ValueError(f"total_q={self.total_q} rows cannot come from num_seqs={self.num_seqs} sequences of "
+                             f"at most max_seqlen_q={self.max_seqlen_q} tokens")
+        for name in ("window_left", "window_right"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 0, or -1 for unbounded")
+        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
+        if self.dtype == "fp32":
+            raise ValueError("dtype='fp32' is not supported by varlen_attention; use fp16 or bf16")
+        kv = str(self.kv_dtype).lower().replace("float8_e4m3fn", "fp8").replace("fp8_e4m3", "fp8")
+        if kv not in KV_DTYPES:
+            raise ValueError(f"kv_dtype={self.kv_dtype!r} is not supported; use 'auto' (= dtype) or 'fp8' (e4m3)")
+        object.__setattr__(self, "kv_dtype", kv)
+        for name in ("causal", "softcap", "alibi", "sinks"):
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.causal:  # flash-attn: causal is a right window of 0
+            object.__setattr__(self, "window_right", 0)
+
+    @property
+    def group(self) -> int:
+        return self.heads_q // self.heads_kv
+
+    @property
+    def kv_bytes_per_elt(self) -> int:
+        return 1 if self.kv_dtype == "fp8" else DTYPE_BYTES[self.dtype]
+
+
 SPECS: dict[str, type[ProblemSpec]] = {
     FlashAttentionSpec.kernel: FlashAttentionSpec,
     PagedAttentionSpec.kernel: PagedAttentionSpec,
+    VarlenAttentionSpec.kernel: VarlenAttentionSpec,
 }
 
 
