@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "flash_attention": "tritune.ops",
     "paged_attention": "tritune.ops",
+    "varlen_attention": "tritune.ops",
     "PagedKVCache": "tritune.kv_cache",
     "register_transformers": "tritune.integrations.transformers",
 }

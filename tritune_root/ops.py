@@ -6,5 +6,6 @@ torch.compile) when it is first imported, which happens on first use of ``tritun
 
 from ._flash_op import flash_attention
 from ._paged_op import paged_attention
+from ._varlen_op import varlen_attention
 
-__all__ = ["flash_attention", "paged_attention"]
+__all__ = ["flash_attention", "paged_attention", "varlen_attention"]

@@ -104,6 +104,23 @@ class Dispatcher:
             self._by_key[key] = sel
         return sel
 
+    def drop(self, key: Hashable, spec: ProblemSpec, reason: str) -> Selection:
+        """Stop using the config cached under ``key`` (it failed to launch here) and return the
+        default for ``spec``, which this key gets from now on. Logged once per bucket: a tuned
+        config that does not run on this card or Triton must never crash inference."""
+        failed = self._by_key.get(key)
+        fallback = Selection(default_config(spec, self.hardware), "default", None, None, "default")
+        if failed is not None and failed.config == fallback.config:
+            raise RuntimeError(f"{spec.kernel}: the default config failed to launch: {reason}")
+        self._log_once(spec.kernel, spec.bucket().key + "#failed",
+                       f"{spec.kernel}: tuned config {failed.config.to_dict() if failed else '?'} for "
+                       f"{spec.bucket().key} failed to launch on {self.hardware.name} ({reason[:300]}); "
+                       "using the default config for this bucket")
+        with self._lock:
+            self._by_key[key] = fallback
+            self._cache[spec] = fallback
+        return fallback
+
     def reload(self) -> None:
         """Forget cached selections and tables (call after tuning in the same process)."""
         with self._lock:
