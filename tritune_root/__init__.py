@@ -19,9 +19,13 @@ _LAZY = {
     "PagedKVCache": "tritune.kv_cache",
     "register_transformers": "tritune.integrations.transformers",
 }
+# Submodules reachable as attributes (``tritune.flash_attn.flash_attn_func``), imported on first use.
+_SUBMODULES = {"flash_attn": "tritune.flash_attn"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(_SUBMODULES[name])
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'tritune' has no attribute {name!r}")
@@ -29,7 +33,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_SUBMODULES])
 
 
 __all__ = ["__version__", *_LAZY]
