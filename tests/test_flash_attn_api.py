@@ -15,9 +15,8 @@ import math
 
 import pytest
 import torch
+import tritune.flash_attn as fa
 from tritune.kernels import compare
-
-fa = pytest.importorskip("tritune.flash_attn")
 
 HEAD_DIM = 64
 
