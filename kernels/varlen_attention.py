@@ -542,6 +542,13 @@ def attention_math(inputs: Mapping[str, Any], dtype: torch.dtype) -> tuple[torch
         right = 0
     cap = float(inputs.get("softcap") or 0.0)
     alibi, sinks = inputs.get("alibi_slopes"), inputs.get("sinks")
+    # Half precision runs as fp32 math rounded to ``dtype`` after every op: what PyTorch's GPU
+    # kernels do (fp32 accumulation), without CPU half matmuls (slow, and not what a GPU runs).
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+
+    def rnd(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype).to(work)
+
     out = torch.zeros((total_q, heads_q, head_dim), dtype=dtype)
     lse = torch.full((heads_q, total_q), float("-inf"), dtype=torch.float32)
     for b, (q0, q_len, lo, hi, shift) in enumerate(sequence_bounds(inputs)):
@@ -554,17 +561,17 @@ def attention_math(inputs: Mapping[str, Any], dtype: torch.dtype) -> tuple[torch
         if k.dtype == FP8:
             kb = kb.to(torch.float64) * _descale_rows(inputs["k_descale"], b, heads_kv)
             vb = vb.to(torch.float64) * _descale_rows(inputs["v_descale"], b, heads_kv)
-        kb = kb.to(dtype).repeat_interleave(group, dim=1)  # [n, Hq, D]
-        vb = vb.to(dtype).repeat_interleave(group, dim=1)
-        qb = q[q0:q0 + q_len].cpu().to(dtype)
-        scores = torch.einsum("ihd,jhd->hij", qb, kb) * scale  # [Hq, q_len, n]
+        kb = rnd(kb).repeat_interleave(group, dim=1)  # [n, Hq, D]
+        vb = rnd(vb).repeat_interleave(group, dim=1)
+        qb = rnd(q[q0:q0 + q_len].cpu())
+        scores = rnd(rnd(torch.einsum("ihd,jhd->hij", qb, kb)) * scale)  # [Hq, q_len, n]
         if cap > 0:
-            scores = cap * torch.tanh(scores / cap)
+            scores = rnd(cap * torch.tanh(rnd(scores / cap)))
         pos = torch.arange(q_len)[:, None] + shift
         j = torch.arange(lo, hi)[None, :]
         if alibi is not None:
-            slopes = (alibi[b] if alibi.dim() == 2 else alibi).cpu().to(dtype)
-            scores = scores - slopes[:, None, None] * (pos - j).abs().to(dtype)[None]
+            slopes = (alibi[b] if alibi.dim() == 2 else alibi).cpu().to(work)
+            scores = rnd(scores - slopes[:, None, None] * (pos - j).abs().to(work)[None])
         visible = torch.ones(q_len, hi - lo, dtype=torch.bool)
         if left >= 0:
             visible &= j >= pos - left
@@ -572,13 +579,13 @@ def attention_math(inputs: Mapping[str, Any], dtype: torch.dtype) -> tuple[torch
             visible &= j <= pos + right
         scores = scores.masked_fill(~visible[None], float("-inf"))
         if sinks is not None:
-            sink = sinks.cpu().to(dtype)[:, None, None].expand(heads_q, q_len, 1)
+            sink = sinks.cpu().to(work)[:, None, None].expand(heads_q, q_len, 1)
             scores = torch.cat([scores, sink], dim=-1)
         row_lse = torch.logsumexp(scores.double(), dim=-1)
-        probs = torch.softmax(scores.double(), dim=-1).nan_to_num(0.0).to(dtype)
+        probs = rnd(torch.softmax(scores, dim=-1).nan_to_num(0.0))
         if sinks is not None:
             probs = probs[..., :-1]
-        out[q0:q0 + q_len] = torch.einsum("hij,jhd->ihd", probs, vb)
+        out[q0:q0 + q_len] = torch.einsum("hij,jhd->ihd", probs, vb).to(dtype)
         lse[:, q0:q0 + q_len] = row_lse.float()
     return out, lse
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ._space import Config, Constraint, Param, SearchSpace, Value, pow2_ceil
 from ._specs import DTYPE_BYTES, VarlenAttentionSpec
-from .flash_attention import REGISTER_BUDGET, target_arch
+from .flash_attention import target_arch
 from .hardware import Hardware
 
 
@@ -50,6 +50,11 @@ NUM_SPLITS = (1, 2, 4, 8, 16, 32)
 NUM_WARPS = (2, 4, 8)
 NUM_STAGES = (1, 2, 3, 4)
 MIN_DOT = 16
+# Tile registers per thread beyond which the compiler spills: calibrated on the compile tier
+# (sm_80/sm_90, tests/kernels/test_varlen_compile.py): the rest of the 255 go to addresses,
+# positions and masks.
+REGISTER_BUDGET = 176
+FP8_MIN_ARCH = 89  # e4m3 conversions: Ada and Hopper (Triton rejects fp8e4nv on sm_80)
 
 
 def padded_head_dim(head_dim: int) -> int:
@@ -100,12 +105,15 @@ def smem_bytes(spec: VarlenAttentionSpec, values: Mapping[str, Value], arch: int
 
 
 def registers_per_thread(spec: VarlenAttentionSpec, values: Mapping[str, Value]) -> int:
-    """fp32 registers one thread holds for the accumulator, the score tile and Q (estimate)."""
+    """32-bit registers one thread holds for the tiles (estimate): the fp32 accumulator and
+    scores, Q, and the K and V steps (16-bit values two to a register). The gathered K/V steps
+    pass through registers here (page-table addressing), unlike the FlashAttention template's."""
     d = padded_head_dim(spec.head_dim)
     block_m, block_n = int(values["block_m"]), int(values["block_n"])
     threads = 32 * int(values["num_warps"])
     elt = DTYPE_BYTES[spec.dtype]
-    return (block_m * d + block_m * block_n + block_m * d * elt // 4) // threads
+    tiles = block_m * d + block_m * block_n + (block_m * d + 2 * block_n * d) * elt // 4
+    return tiles // threads
 
 
 def constraints(spec: VarlenAttentionSpec, hardware: Hardware) -> tuple[Constraint, ...]:
@@ -142,6 +150,11 @@ def constraints(spec: VarlenAttentionSpec, hardware: Hardware) -> tuple[Constrai
                     f"num_warps={values['num_warps']} (budget {REGISTER_BUDGET}); it would spill")
         return None
 
+    def fp8_cache(values: Mapping[str, Value]) -> str | None:
+        if spec.kv_dtype == "fp8" and 0 < arch < FP8_MIN_ARCH:
+            return f"an FP8 (e4m3) cache needs sm_{FP8_MIN_ARCH}+; {hardware.name} is sm_{arch}"
+        return None
+
     def smem(values: Mapping[str, Value]) -> str | None:
         need = smem_bytes(spec, values, arch)
         if need > hardware.smem_per_block:
@@ -149,6 +162,7 @@ def constraints(spec: VarlenAttentionSpec, hardware: Hardware) -> tuple[Constrai
         return None
 
     return (
+        Constraint("fp8_cache", fp8_cache),
         Constraint("gqa_packing", packing),
         Constraint("tile_size", tile_vs_batch),
         Constraint("splits_vs_context", splits),
@@ -221,8 +235,8 @@ def default_config(spec: VarlenAttentionSpec, hardware: Hardware) -> VarlenAtten
             if bm > block_m or bn > block_n:
                 continue
             for st in dict.fromkeys((stages, 2, 1)):
-                warps = 8 if bm >= 128 else 4
-                candidates.append((bm, bn, st, warps))
+                for warps in ((8,) if bm >= 128 else (4, 8) if bm >= 64 else (4,)):
+                    candidates.append((bm, bn, st, warps))
     for bm, bn, st, warps in candidates:
         for packed in dict.fromkeys((pack, False)):
             values = {"block_m": bm, "block_n": bn, "pack_gqa": packed, "num_splits": 1, "split_diag": True,
