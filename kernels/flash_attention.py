@@ -46,6 +46,14 @@ except ImportError:  # pragma: no cover - older triton
 
 LOG2E = 1.4426950408889634
 
+# 2^f on [-0.5, 0.5] as 1 + f*(C1 + f*(C2 + f*C3)): a relative-error fit (max 1.02e-4, below
+# half an fp16 ulp, 4.9e-4, and a tenth of a bf16 one), refitted here rather than taken from FA4.
+EXP2_C1 = tl.constexpr(0.69328293)
+EXP2_C2 = tl.constexpr(0.24221097)
+EXP2_C3 = tl.constexpr(0.05500893)
+# 1.5 * 2^23: adding it rounds a float in (-2^22, 2^22) to an integer held in the low mantissa bits.
+ROUND_MAGIC = tl.constexpr(12582912.0)
+
 
 # --------------------------------------------------------------------------------------------
 # Kernel
@@ -53,9 +61,16 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _load_tile(base, desc, desc_b, desc_h, row0, n_rows, stride_r, stride_d,
                ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-               CHECK_ROWS: tl.constexpr, USE_TMA: tl.constexpr):
-    """A [ROWS, BLOCK_D] tile starting at row ``row0``; rows >= n_rows and d >= HEAD_DIM read 0."""
-    if USE_TMA:
+               CHECK_ROWS: tl.constexpr, USE_TMA: tl.constexpr, DESC_2D: tl.constexpr):
+    """A [ROWS, BLOCK_D] tile starting at row ``row0``; rows >= n_rows and d >= HEAD_DIM read 0.
+
+    Descriptors are 4-D [B, H, S, D] host ones, or with ``DESC_2D`` per-head [S, D] ones built
+    on the device (the warp-specialization pass splits their row blocks between consumer
+    warpgroups; it cannot split a 4-D box, compile tier).
+    """
+    if DESC_2D:
+        tile = desc.load([row0, 0])
+    elif USE_TMA:
         tile = desc.load([desc_b, desc_h, row0, 0]).reshape(ROWS, BLOCK_D)
     else:
         offs_r = row0 + tl.arange(0, ROWS)
@@ -77,22 +92,73 @@ def _load_tile(base, desc, desc_b, desc_h, row0, n_rows, stride_r, stride_d,
 
 
 @triton.jit
+def _exp2_fma(x):
+    """2^x for x <= 0 on the FMA/ALU pipes only (FlashAttention-4's trick), no MUFU ``ex2``.
+
+    x = j + f with j = round(x) (the magic-number add, an FADD rather than a MUFU-rate F2I)
+    and f in [-0.5, 0.5]; 2^f by a cubic; j is added to the exponent field as an integer.
+    x is clamped at -127, where j = -127, f = 0 and the cubic's exact 1.0 give the bit pattern
+    0: masked scores (-inf) come out exactly 0, as ``exp2`` gives.
+    """
+    x = tl.maximum(x, -127.0)
+    shifted = x + ROUND_MAGIC
+    j = shifted - ROUND_MAGIC
+    f = x - j
+    poly = 1.0 + f * (EXP2_C1 + f * (EXP2_C2 + f * EXP2_C3))
+    j_int = shifted.to(tl.int32, bitcast=True) - 0x4B400000  # round(x) as an integer
+    return (poly.to(tl.int32, bitcast=True) + (j_int << 23)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _halves(x, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Columns [0, COLS/2) and [COLS/2, COLS) of a [ROWS, COLS] tile (register moves only)."""
+    return x.reshape([ROWS, 2, COLS // 2]).permute(0, 2, 1).split()
+
+
+@triton.jit
+def _unhalves(a, b, ROWS: tl.constexpr, COLS: tl.constexpr):
+    return tl.join(a, b).permute(0, 2, 1).reshape([ROWS, COLS])
+
+
+@triton.jit
+def _exp2_tile(x, ROWS: tl.constexpr, COLS: tl.constexpr, EXP2_POLY: tl.constexpr):
+    """exp2 of a score tile with ``EXP2_POLY`` percent (0, 25, 50, 100) of its columns done by
+    ``_exp2_fma``: the special-function unit (16 ex2 per clock per SM on Hopper) and the FMA
+    pipes share the softmax's exponentials instead of the SFU doing all of them."""
+    if EXP2_POLY == 100:
+        p = _exp2_fma(x)
+    elif EXP2_POLY == 50:
+        a, b = _halves(x, ROWS, COLS)
+        p = _unhalves(tl.math.exp2(a), _exp2_fma(b), ROWS, COLS)
+    elif EXP2_POLY == 25:
+        a, b = _halves(x, ROWS, COLS)
+        b0, b1 = _halves(b, ROWS, COLS // 2)
+        p = _unhalves(tl.math.exp2(a), _unhalves(tl.math.exp2(b0), _exp2_fma(b1), ROWS, COLS // 2), ROWS, COLS)
+    else:
+        p = tl.math.exp2(x)
+    return p
+
+
+@triton.jit
 def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                 stride_kn, stride_kd, stride_vn, stride_vd,
                 offs_m, lo, hi, kv_lo, kv_hi, causal_shift, qk_scale,
                 BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                 MASKED: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
-                DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, WARP_SPEC: tl.constexpr,
+                EXP2_POLY: tl.constexpr, BLOCK_M: tl.constexpr):
     """Online-softmax update of (acc, l_i, m_i) over key tiles [lo, hi).
 
     Visible keys are [kv_lo, kv_hi) (kv_lo is 0 unless ``WINDOW``), and with ``CAUSAL`` only
     keys j <= row + causal_shift. ``MASKED`` tiles may hold invisible keys; unmasked tiles are
-    fully visible to every row of the block, so they skip all masking code.
+    fully visible to every row of the block, so they skip all masking code. ``WARP_SPEC`` hands
+    the loop to Triton's automatic warp specialization (producer warps issue the TMA loads,
+    consumer warpgroups run the MMAs and the softmax; Hopper, Triton >= 3.5).
     """
-    for start_n in range(lo, hi, BLOCK_N):
+    for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPEC):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         k = _load_tile(k_base, k_desc, off_b, off_hkv, start_n, kv_hi, stride_kn, stride_kd,
-                       BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
+                       BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA, WARP_SPEC)
         if DOT_FP32:
             qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=DOT_PRECISION)
         else:
@@ -114,12 +180,12 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
             m_use = m_new
-        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+        p = _exp2_tile(qk * qk_scale - m_use[:, None], BLOCK_M, BLOCK_N, EXP2_POLY)
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         v = _load_tile(v_base, v_desc, off_b, off_hkv, start_n, kv_hi, stride_vn, stride_vd,
-                       BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
+                       BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA, WARP_SPEC)
         if DOT_FP32:
             # Round P to the input dtype first, exactly as the GPU path does.
             acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc, input_precision=DOT_PRECISION)
@@ -130,9 +196,8 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
 
 
 @triton.jit
-def _attn_fwd(
-    Q, K, V, Out, LSE, KV_WINDOW,
-    qk_scale,  # softmax scale * log2(e): the kernel works in base 2
+def _attn_tile(
+    Q, K, V, Out, LSE, KV_WINDOW, qk_scale, pid_m, pid_bh,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -142,18 +207,34 @@ def _attn_fwd(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SPLIT_DIAG: tl.constexpr, USE_TMA: tl.constexpr,
     STORE_LSE: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    WARP_SPEC: tl.constexpr, EXP2_POLY: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    if CAUSAL:
-        # The last query blocks see the most keys: start them first so the tail of the grid
-        # is short blocks, not long ones.
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bh = tl.program_id(1)
+    """One output tile: BLOCK_M query rows of one (batch, query head).
+
+    With ``WARP_SPEC`` Q/K/V/O are plain pointers here and the tile builds per-head [S, D]
+    tensor descriptors on the device: Triton's automatic warp specialization partitions the
+    loop only over device-side descriptors (triton#7658) whose row blocks it can split.
+    """
     off_b = pid_bh // heads_q
     off_h = pid_bh % heads_q
     off_hkv = off_h // group
 
-    if USE_TMA:  # descriptors carry the (batch, head) offsets themselves
+    if WARP_SPEC:
+        # Rows past S and d >= HEAD_DIM read 0 and are not written, as with the host boxes.
+        q_desc = tl.make_tensor_descriptor(Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh,
+                                      shape=[seq_q, HEAD_DIM], strides=[stride_qm, 1], block_shape=[BLOCK_M, BLOCK_D])
+        k_desc = tl.make_tensor_descriptor(K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh,
+                                      shape=[seq_kv, HEAD_DIM], strides=[stride_kn, 1], block_shape=[BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh,
+                                      shape=[seq_kv, HEAD_DIM], strides=[stride_vn, 1], block_shape=[BLOCK_N, BLOCK_D])
+        o_desc = tl.make_tensor_descriptor(Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh,
+                                        shape=[seq_q, HEAD_DIM], strides=[stride_om, 1], block_shape=[BLOCK_M, BLOCK_D])
+    else:  # host descriptors (USE_TMA) carry the (batch, head) offsets themselves
+        q_desc = Q
+        k_desc = K
+        v_desc = V
+        o_desc = Out
+    if WARP_SPEC or USE_TMA:
         q_base = Q
         k_base = K
         v_base = V
@@ -164,8 +245,8 @@ def _attn_fwd(
 
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q = _load_tile(q_base, Q, off_b, off_h, start_m, seq_q, stride_qm, stride_qd,
-                   BLOCK_M, HEAD_DIM, BLOCK_D, True, USE_TMA)
+    q = _load_tile(q_base, q_desc, off_b, off_h, start_m, seq_q, stride_qm, stride_qd,
+                   BLOCK_M, HEAD_DIM, BLOCK_D, True, USE_TMA, WARP_SPEC)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -196,27 +277,27 @@ def _attn_fwd(
 
     if SPLIT_DIAG:
         if WINDOW:
-            acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+            acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                                         stride_kn, stride_kd, stride_vn, stride_vd,
                                         offs_m, start, tl.minimum(mid, hi), kv_lo, kv_hi, causal_shift,
                                         qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
-                                        USE_TMA, DOT_FP32, DOT_PRECISION)
-        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+                                        USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M)
+        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
                                     offs_m, mid, full, kv_lo, kv_hi, causal_shift,
                                     qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, WINDOW,
-                                    USE_TMA, DOT_FP32, DOT_PRECISION)
-        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M)
+        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
                                     offs_m, full, hi, kv_lo, kv_hi, causal_shift,
                                     qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
-                                    USE_TMA, DOT_FP32, DOT_PRECISION)
+                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M)
     else:
-        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, K, V, off_b, off_hkv,
+        acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
                                     offs_m, start, hi, kv_lo, kv_hi, causal_shift,
                                     qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
-                                    USE_TMA, DOT_FP32, DOT_PRECISION)
+                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M)
 
     # Rows that saw no key (causal with Sq > Skv, empty windows) have l = 0: their output is 0, LSE -inf.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
@@ -225,13 +306,75 @@ def _attn_fwd(
         lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # ln 2
         tl.store(LSE + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
     # The output has the inputs' dtype (the launcher allocates it so).
-    if USE_TMA:
-        Out.store([off_b, off_h, start_m, 0], out.to(q.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
+    if WARP_SPEC:
+        o_desc.store([start_m, 0], out.to(q.dtype))
+    elif USE_TMA:
+        o_desc.store([off_b, off_h, start_m, 0], out.to(q.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
     else:
         offs_d = tl.arange(0, BLOCK_D)
         o_base = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh
         o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
         tl.store(o_ptrs, out.to(q.dtype), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < HEAD_DIM))
+
+
+@triton.jit
+def _attn_fwd(
+    Q, K, V, Out, LSE, KV_WINDOW,
+    qk_scale,  # softmax scale * log2(e): the kernel works in base 2
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    batch, heads_q, heads_kv, group, seq_q, seq_kv,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SPLIT_DIAG: tl.constexpr, USE_TMA: tl.constexpr,
+    STORE_LSE: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    WARP_SPEC: tl.constexpr, EXP2_POLY: tl.constexpr, PERSISTENT: tl.constexpr,
+):
+    if PERSISTENT:
+        # A grid of a few programs per SM walks all tiles, so the last wave has no tail of idle
+        # SMs. Slots are dealt round by round; causal tiles go heaviest first (the last query
+        # blocks see the most keys) and alternate rounds run in reverse lane order, so each
+        # program's sum of tile costs stays close to the others' (a boustrophedon deal).
+        num_m = (seq_q + BLOCK_M - 1) // BLOCK_M
+        tiles = num_m * batch * heads_q
+        lanes = tl.num_programs(0)
+        lane = tl.program_id(0)
+        rounds = (tiles + lanes - 1) // lanes
+        for r in range(0, rounds):
+            if CAUSAL:
+                slot = r * lanes + tl.where(r % 2 == 0, lane, lanes - 1 - lane)
+                pid_m = num_m - 1 - slot // (batch * heads_q)
+                pid_bh = slot % (batch * heads_q)
+            else:
+                # Consecutive slots share a head: the programs running together reuse its K/V in L2.
+                slot = r * lanes + lane
+                pid_m = slot % num_m
+                pid_bh = slot // num_m
+            if slot < tiles:
+                _attn_tile(Q, K, V, Out, LSE, KV_WINDOW, qk_scale, pid_m, pid_bh,
+                           stride_qb, stride_qh, stride_qm, stride_qd,
+                           stride_kb, stride_kh, stride_kn, stride_kd,
+                           stride_vb, stride_vh, stride_vn, stride_vd,
+                           stride_ob, stride_oh, stride_om, stride_od,
+                           heads_q, group, seq_q, seq_kv,
+                           HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, WINDOW, SPLIT_DIAG, USE_TMA,
+                           STORE_LSE, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY)
+    else:
+        pid_m = tl.program_id(0)
+        if CAUSAL:
+            # The last query blocks see the most keys: start them first so the tail of the grid
+            # is short blocks, not long ones.
+            pid_m = tl.num_programs(0) - 1 - pid_m
+        _attn_tile(Q, K, V, Out, LSE, KV_WINDOW, qk_scale, pid_m, tl.program_id(1),
+                   stride_qb, stride_qh, stride_qm, stride_qd,
+                   stride_kb, stride_kh, stride_kn, stride_kd,
+                   stride_vb, stride_vh, stride_vn, stride_vd,
+                   stride_ob, stride_oh, stride_om, stride_od,
+                   heads_q, group, seq_q, seq_kv,
+                   HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, WINDOW, SPLIT_DIAG, USE_TMA,
+                   STORE_LSE, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,6 +389,38 @@ def _tma_eligible(*tensors: torch.Tensor) -> bool:
         if any((s * elt) % 16 for s in t.stride()[:-1]):
             return False
     return True
+
+
+_HAS_DEVICE_DESC = hasattr(tl, "make_tensor_descriptor")  # triton >= 3.4
+# Programs per SM of the interpreter's stand-in device: a few, so persistent programs walk
+# several tiles and partial rounds in the tests.
+INTERPRETER_SMS = 3
+_SM_COUNTS: dict[int, int] = {}
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return INTERPRETER_SMS
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNTS:
+        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNTS[index]
+
+
+def _scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _ensure_allocator() -> None:
+    """Device-side descriptors live in scratch memory Triton asks an allocator for at launch.
+
+    Installs a torch-backed allocator only when none is set: a caller's own allocator (a
+    memory pool, CUDA-graph-safe buffers) is left in place.
+    """
+    from triton.runtime import _allocation
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_scratch)
 
 
 def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.Tensor | None = None,
@@ -274,8 +449,15 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
         return out
     block_d = padded_head_dim(head_dim)
     interp = interpreting()
-    use_tma = bool(config.use_tma) and TensorDescriptor is not None and _tma_eligible(q, k, v, out)
-    if use_tma:
+    descriptors = bool(config.use_tma) and TensorDescriptor is not None and _tma_eligible(q, k, v, out)
+    # Warp specialization runs only over device-side descriptors (the pass crashed on pointer
+    # loads, triton#9728): where the inputs cannot have descriptors the loop stays plain.
+    device_desc = descriptors and bool(config.warp_specialize) and _HAS_DEVICE_DESC
+    if device_desc:
+        if q.is_cuda:
+            _ensure_allocator()
+        q_arg, k_arg, v_arg, o_arg = q, k, v, out
+    elif descriptors:  # host-side 4-D descriptors
         q_arg = TensorDescriptor.from_tensor(q, [1, 1, config.block_m, block_d])
         k_arg = TensorDescriptor.from_tensor(k, [1, 1, config.block_n, block_d])
         v_arg = TensorDescriptor.from_tensor(v, [1, 1, config.block_n, block_d])
@@ -286,19 +468,29 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
     lse_arg = lse if store_lse else q  # never touched when STORE_LSE is off
     window = inputs.get("kv_window")
     window_arg = window if window is not None else q  # never touched when WINDOW is off
-    grid = (triton.cdiv(seq_q, config.block_m), batch * heads_q)
+    num_m = triton.cdiv(seq_q, config.block_m)
+    persistent = int(config.persistent) > 0
+    if persistent:
+        grid: tuple[int, ...] = (max(1, min(num_m * batch * heads_q, int(config.persistent) * _sm_count(q.device))),)
+    else:
+        grid = (num_m, batch * heads_q)
+    options: dict[str, Any] = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    if int(config.maxnreg) > 0 and not interp:
+        options["maxnreg"] = int(config.maxnreg)
     _attn_fwd[grid](
         q_arg, k_arg, v_arg, o_arg, lse_arg, window_arg,
         float(scale) * LOG2E,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        heads_q, heads_q // heads_kv, seq_q, seq_kv,
+        batch, heads_q, heads_kv, heads_q // heads_kv, seq_q, seq_kv,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        CAUSAL=causal, WINDOW=window is not None, SPLIT_DIAG=bool(config.split_diag), USE_TMA=use_tma, STORE_LSE=store_lse,
+        CAUSAL=causal, WINDOW=window is not None, SPLIT_DIAG=bool(config.split_diag), USE_TMA=descriptors,
+        STORE_LSE=store_lse,
         # Interpreter only: bf16 dots are wrong there (triton#11584) and fp16 dots run in
         # numpy's software float16; fp32 dots of the upcast operands give the GPU's numbers.
         DOT_FP32=interp and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if (interp or q.dtype == torch.float32) else "tf32",
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        WARP_SPEC=device_desc, EXP2_POLY=int(config.exp2_poly), PERSISTENT=persistent,
+        **options,
     )
     return out
 
@@ -372,7 +564,8 @@ def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) ->
     """
     elt = spec.dtype
     block_d = padded_head_dim(spec.head_dim)
-    if config.use_tma:
+    device_desc = bool(config.use_tma and config.warp_specialize)
+    if config.use_tma and not device_desc:
         rows = {"Q": config.block_m, "K": config.block_n, "V": config.block_n, "Out": config.block_m}
         sig: dict[str, str] = {n: f"tensordesc<{elt}[1, 1, {r}, {block_d}]>" for n, r in rows.items()}
     else:
@@ -386,12 +579,13 @@ def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) ->
             sig[f"stride_{t}{dim}"] = "i32"
         sig[f"stride_{t}d"] = "constexpr"
         constexprs[f"stride_{t}d"] = 1
-    for n in ("heads_q", "group", "seq_q", "seq_kv"):
+    for n in ("batch", "heads_q", "heads_kv", "group", "seq_q", "seq_kv"):
         sig[n] = "i32"
     constexprs.update(
         HEAD_DIM=spec.head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m,
         BLOCK_N=config.block_n, CAUSAL=spec.causal, WINDOW=False, SPLIT_DIAG=bool(config.split_diag), USE_TMA=bool(config.use_tma),
         STORE_LSE=False, DOT_FP32=False, DOT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32",
+        WARP_SPEC=device_desc, EXP2_POLY=int(config.exp2_poly), PERSISTENT=int(config.persistent) > 0,
     )
     for n in constexprs:
         sig[n] = "constexpr"
@@ -443,12 +637,15 @@ class FlashAttentionFamily(KernelFamily):
         self.launch(inputs, config, out=out)
         return compare(out, ref, base)
 
-    def compile(self, spec: FlashAttentionSpec, config: FlashAttentionConfig, arch: int = 90) -> CompileReport:
+    def compile(self, spec: FlashAttentionSpec, config: FlashAttentionConfig, arch: int = 90, *,
+                python: str | None = None) -> CompileReport:
+        """AOT compile for ``sm_{arch}``; ``python``: a side virtualenv's interpreter whose Triton
+        compiles instead of this one's (``tritune.kernels._compile.side_python``)."""
         sig, constexprs = compile_signature(spec, config)
-        aligned = [a for a in ALIGNED_ARGS if not (config.use_tma and sig[a].startswith("tensordesc"))]
+        aligned = [a for a in ALIGNED_ARGS if not sig[a].startswith("tensordesc")]
         return compile_for_target(_attn_fwd, sig, constexprs, arch=arch, num_warps=config.num_warps,
                                   num_stages=config.num_stages, source_hash=source_hash(__name__),
-                                  aligned=aligned)
+                                  aligned=aligned, maxnreg=int(config.maxnreg) or None, python=python)
 
     def work(self, spec: FlashAttentionSpec) -> dict[str, float]:
         return {"flops": spec.flops}

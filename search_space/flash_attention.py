@@ -9,13 +9,23 @@ configs are rejected here, before any compile:
 - registers: the fp32 accumulator and score tile of one program must fit in the register file
   of its warps, else the kernel spills to local memory on every tile;
 - ``tl.dot`` shape rules (every dot dimension >= 16), tiles larger than the problem, and the
-  tensor-descriptor knob only where Triton and the device have tensor descriptors.
+  tensor-descriptor knob only where Triton and the device have tensor descriptors;
+- where the knobs past stock Triton are valid, as the compile tier found on triton 3.6 and 3.9
+  for sm_90 and sm_80 (tests/kernels/test_flash_knobs_compile.py re-checks every rule):
+  ``warp_specialize`` specializes (12 warps, 2 consumer partitions, ``setmaxnreg`` in the PTX)
+  only on sm_90+, over descriptors, with 4 warps and one key loop: the two-loop ``split_diag``
+  kernel fails in the pass (causal or not), 8 warps leave the loop unspecialized (a duplicate
+  of the knob off), and on sm_80 it spills kilobytes. Combined with ``exp2_poly`` it fails on
+  triton 3.6 and compiles on 3.9. ``maxnreg`` never goes with it (the cap overrides the pass's
+  register hand-off: 8 ``setmaxnreg`` drop to 2) and elsewhere only at a cap the tile's
+  registers fit under (a tighter cap spills).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ._space import Config, Constraint, Param, SearchSpace, Value, pow2_ceil
 from ._specs import DTYPE_BYTES, FlashAttentionSpec
@@ -29,6 +39,14 @@ class FlashAttentionConfig(Config):
     ``split_diag``: visit the key tiles every query row sees in full in an unmasked loop, and
     only the diagonal (causal) and ragged tail tiles in a masked one. ``use_tma``: move Q/K/V/O
     through tensor descriptors (TMA on Hopper) instead of pointer loads.
+
+    Knobs past the stock Triton tutorial (all off by default; see ``space`` for where each is
+    valid): ``warp_specialize`` runs the key loop through Triton's automatic warp
+    specialization over device-side descriptors (needs ``use_tma``); ``exp2_poly`` is the
+    percentage of the score tile's exponentials computed by a cubic on the FMA pipes instead of
+    the special-function unit (FlashAttention-4's trick); ``persistent`` > 0 launches that many
+    programs per SM, each walking tiles in a causal-balanced order; ``maxnreg`` > 0 caps the
+    registers per thread (Triton's ``maxnreg`` launch option), trading spills for occupancy.
     """
 
     block_m: int = 64
@@ -37,15 +55,47 @@ class FlashAttentionConfig(Config):
     num_stages: int = 2
     split_diag: bool = True
     use_tma: bool = False
+    warp_specialize: bool = False
+    exp2_poly: int = 0
+    persistent: int = 0
+    maxnreg: int = 0
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FlashAttentionConfig:
+        """As ``Config.from_dict``, but a record from before a knob existed means the knob off.
+
+        Landscapes, tuned-config rows and advisor corpora written before ``warp_specialize``,
+        ``exp2_poly``, ``persistent`` and ``maxnreg`` name only the first six fields; those
+        configs ran exactly the kernel these knobs' off values give.
+        """
+        filled = {**LATER_KNOBS, **values} if all(k in values for k in BASE_KNOBS) else values
+        return super().from_dict(filled)
+
+
+BASE_KNOBS = ("block_m", "block_n", "num_warps", "num_stages", "split_diag", "use_tma")
+LATER_KNOBS: dict[str, Value] = {"warp_specialize": False, "exp2_poly": 0, "persistent": 0, "maxnreg": 0}
 
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
+EXP2_POLY = (0, 25, 50)  # the kernel also takes 100; all-FMA exponentials just move the bottleneck
+PERSISTENT = (0, 1, 2)
+MAXNREG = (0, 128)  # 128: two 8-warp or four 4-warp programs per SM by registers
 MIN_DOT = 16  # smallest dimension tl.dot accepts for 16-bit operands
 REGISTERS_PER_THREAD = 255
 # The accumulator and score tile live in fp32 registers; beyond this share of the register file
 # the compiler spills (checked with the compile tier: registers + stack bytes per config).
 REGISTER_BUDGET = 224
 MIN_TMA_TRITON = (3, 4)
+MIN_WS_TRITON = (3, 5)  # the automatic warp specialization for Hopper ("all autoWS" in 3.5)
+# warp_specialize + exp2_poly: fails in the pass on triton 3.6, compiles on 3.9 (3.7/3.8 not
+# checked, so not allowed).
+MIN_WS_POLY_TRITON = (3, 9)
+WS_WARPS = 4  # with any other num_warps the pass leaves the loop as it is
+# maxnreg must leave this many registers per thread above the tile estimate below (addresses,
+# loop state, softmax temporaries): 128x64 tiles of head dim 128 on 8 warps estimate 128 and
+# need 182, and spill at a cap of 168 (compile tier, sm_80 and sm_90).
+MAXNREG_OVERHEAD = 64
+EXP2_DTYPES = ("fp16", "bf16")  # the cubic's 1e-4 relative error is below their rounding only
 
 
 def padded_head_dim(head_dim: int) -> int:
@@ -104,6 +154,8 @@ def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int 
       buffers and s - 1 V buffers, plus layout-conversion scratch for Q and the probabilities,
       whose reuse by the allocator varies: an upper bound, within 2x of the compiler's figure.
     - tensor descriptors add up to 1 KB of barriers and alignment.
+    - warp specialization keeps one more stage of K and V (the producer runs a tile ahead),
+      and a persistent warp-specialized kernel two more again: upper bounds.
     """
     elt = DTYPE_BYTES[spec.dtype]
     d = padded_head_dim(spec.head_dim)
@@ -114,7 +166,9 @@ def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int 
     p = block_m * block_n * elt
     static = 1024 if arch >= 90 else 0
     tma = 1024 if values.get("use_tma") else 0
-    if uses_wgmma(spec, values, arch):
+    if values.get("warp_specialize"):
+        dynamic = 2 * (stages + 1) * tile + q + (4 * tile if values.get("persistent") else 0)
+    elif uses_wgmma(spec, values, arch):
         dynamic = 2 * stages * tile + q
     elif stages == 1:
         dynamic = max(q, tile) + tile + p
@@ -133,6 +187,60 @@ def registers_per_thread(spec: FlashAttentionSpec, values: Mapping[str, Value]) 
     scores = block_m * block_n
     q = block_m * d * elt // 4  # Q stays in registers, packed two 16-bit values per register
     return (acc + scores + q) // threads
+
+
+def ws_supported(hardware: Hardware) -> bool:
+    """Automatic warp specialization: Triton >= 3.5 and sm_90+ (the interpreter stands in)."""
+    version = _version(hardware.triton_version)
+    if hardware.triton_version != "any" and (not version or version < MIN_WS_TRITON):
+        return False
+    return tma_supported(hardware)
+
+
+def knob_rules(spec: FlashAttentionSpec, hardware: Hardware) -> tuple[Constraint, ...]:
+    """Where ``warp_specialize``, ``exp2_poly``, ``persistent`` and ``maxnreg`` are valid."""
+    ws_ok = ws_supported(hardware)
+    version = _version(hardware.triton_version)
+    poly_with_ws = hardware.triton_version == "any" or (bool(version) and version >= MIN_WS_POLY_TRITON)
+
+    def warp_specialization(values: Mapping[str, Value]) -> str | None:
+        if not values["warp_specialize"]:
+            return None
+        if not ws_ok:
+            return (f"warp_specialize needs Triton >= {'.'.join(map(str, MIN_WS_TRITON))} and an sm_90+ GPU "
+                    f"(have triton {hardware.triton_version}, {hardware.name})")
+        if not values["use_tma"]:
+            return "warp_specialize runs over device-side tensor descriptors: it needs use_tma=True"
+        if values["split_diag"]:
+            return "warp_specialize fails to compile with split_diag's two key loops (triton 3.6 and 3.9); use split_diag=False"
+        if int(values["num_warps"]) != WS_WARPS:
+            return (f"warp_specialize with num_warps={values['num_warps']} leaves the loop unspecialized; "
+                    f"it partitions with num_warps={WS_WARPS} (then 12 warps run)")
+        if int(values["block_m"]) < 64:
+            return f"warp_specialize needs block_m >= 64 (one warpgroup MMA per consumer), got {values['block_m']}"
+        if int(values["exp2_poly"]) and not poly_with_ws:
+            return (f"warp_specialize with exp2_poly fails to compile on triton {hardware.triton_version} "
+                    f"(needs >= {'.'.join(map(str, MIN_WS_POLY_TRITON))})")
+        if int(values["maxnreg"]):
+            return "maxnreg overrides warp specialization's own register split (setmaxnreg); use maxnreg=0"
+        return None
+
+    def exp2_emulation(values: Mapping[str, Value]) -> str | None:
+        if int(values["exp2_poly"]) and spec.dtype not in EXP2_DTYPES:
+            return f"exp2_poly's 1e-4 relative error is within fp16/bf16 output tolerance only, not {spec.dtype}"
+        return None
+
+    def register_cap(values: Mapping[str, Value]) -> str | None:
+        cap = int(values["maxnreg"])
+        if not cap or values["warp_specialize"]:
+            return None
+        need = registers_per_thread(spec, values) + MAXNREG_OVERHEAD
+        if need > cap:
+            return f"maxnreg={cap} is below the ~{need} registers per thread this tile needs: it would spill"
+        return None
+
+    return (Constraint("warp_specialize", warp_specialization), Constraint("exp2_poly", exp2_emulation),
+            Constraint("maxnreg", register_cap))
 
 
 def space(spec: FlashAttentionSpec, hardware: Hardware) -> SearchSpace:
@@ -176,6 +284,13 @@ def space(spec: FlashAttentionSpec, hardware: Hardware) -> SearchSpace:
         Param("num_stages", (1, 2, 3, 4, 5), "software pipeline depth of the K/V loads"),
         Param("split_diag", (True, False), "unmasked loop + masked diagonal loop, or one masked loop"),
         Param("use_tma", (False, True), "tensor-descriptor (TMA) loads and stores"),
+        # Domains shrink where a knob can never be valid, so the space stays enumerable.
+        Param("warp_specialize", (False, True) if ws_supported(hardware) else (False,),
+              "automatic warp specialization of the key loop (device descriptors)"),
+        Param("exp2_poly", EXP2_POLY if spec.dtype in EXP2_DTYPES else (0,),
+              "percent of the softmax exponentials done by a cubic on the FMA pipes"),
+        Param("persistent", PERSISTENT, "programs per SM of a persistent grid (0: one program per tile)"),
+        Param("maxnreg", MAXNREG, "register cap per thread (0: none)"),
     )
     return SearchSpace(
         name=f"flash_attention[{spec.describe()}]",
@@ -183,6 +298,7 @@ def space(spec: FlashAttentionSpec, hardware: Hardware) -> SearchSpace:
         constraints=(
             Constraint("tile_size", tile_fits_problem),
             Constraint("tensor_descriptors", tma),
+            *knob_rules(spec, hardware),
             Constraint("registers", registers),
             Constraint("shared_memory", smem),
         ),

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from tritune.kernels import TORCH_DTYPES, compare, get_family
 from tritune.kernels.flash_attention import FAMILY, attention_math, baseline, launch, reference
 from tritune.search_space import FlashAttentionConfig, FlashAttentionSpec, Hardware, space_for
+from tritune.search_space.flash_attention import BASE_KNOBS, LATER_KNOBS
 
 HW = Hardware.cpu_interpreter()
 HEAD_DIMS = (32, 64, 80, 96, 128, 160, 192, 256)
@@ -67,10 +68,32 @@ def interpreter_cost(spec: FlashAttentionSpec, config: FlashAttentionConfig) -> 
     return tiles / 2 if spec.causal else tiles
 
 
+def base_configs(spec: FlashAttentionSpec) -> list[dict]:
+    """Valid configs of the space with the knobs past stock Triton off (the space with them is
+    ~36x larger, too slow to enumerate per case; ``with_knobs`` draws them instead)."""
+    space = space_for(spec, HW)
+    base = [p for p in space.params if p.name in BASE_KNOBS]
+    out = []
+    for combo in itertools.product(*(p.values for p in base)):
+        values = {**LATER_KNOBS, **dict(zip(BASE_KNOBS, combo, strict=True))}
+        if space.is_valid(values):
+            out.append(values)
+    return out
+
+
+def with_knobs(spec: FlashAttentionSpec, values: dict, rng: random.Random, tries: int = 8) -> dict:
+    """``values`` with a random valid setting of the later knobs (unchanged if none is found)."""
+    space = space_for(spec, HW)
+    for _ in range(tries):
+        drawn = {**values, **{k: rng.choice(space.param(k).values) for k in LATER_KNOBS}}
+        if space.is_valid(drawn):
+            return drawn
+    return values
+
+
 def affordable_configs(spec: FlashAttentionSpec, budget: float = 16) -> list[dict]:
     """Valid configs of the space whose interpreter cost fits the budget (at least one)."""
-    space = space_for(spec, HW)
-    configs = space.enumerate()
+    configs = base_configs(spec)
     cheap = [c for c in configs if interpreter_cost(spec, FlashAttentionConfig.from_dict(c)) <= budget]
     return cheap or [min(configs, key=lambda c: interpreter_cost(spec, FlashAttentionConfig.from_dict(c)))]
 
@@ -79,9 +102,12 @@ def pick_configs(spec: FlashAttentionSpec, n: int, seed: int) -> list[FlashAtten
     """The default config plus ``n - 1`` distinct affordable valid configs sampled from the space."""
     configs = [FAMILY.default_config(spec, HW)]
     pool = affordable_configs(spec)
-    random.Random(seed).shuffle(pool)
+    rng = random.Random(seed)
+    rng.shuffle(pool)
     for values in pool:
-        cfg = FlashAttentionConfig.from_dict(values)
+        # The sampled configs also draw the knobs past stock Triton, so the whole grid checks
+        # their numerics on every shape, dtype and layout.
+        cfg = FlashAttentionConfig.from_dict(with_knobs(spec, values, rng))
         if cfg not in configs:
             configs.append(cfg)
         if len(configs) == n:
