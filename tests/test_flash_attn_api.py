@@ -381,13 +381,13 @@ def test_kvcache_rotary(interleaved, causal):
     check(out.reshape(-1, 4, HEAD_DIM), ref, base)
 
 
-def test_sinks_extension():
+def test_sinks_as_s_aux():
     g = gen(25)
     q = randn(2, 4, 4, HEAD_DIM, dtype=torch.bfloat16, gen=g)
     k = randn(2, 10, 2, HEAD_DIM, dtype=torch.bfloat16, gen=g)
     v = randn(2, 10, 2, HEAD_DIM, dtype=torch.bfloat16, gen=g)
     sinks = torch.tensor([0.5, -1.0, 2.0, 0.0])
-    out = fa.flash_attn_func(q, k, v, causal=True, window_size=(3, 0), sinks=sinks)
+    out = fa.flash_attn_func(q, k, v, causal=True, window_size=(3, 0), s_aux=sinks)
     ref, _, base = attend(list(q), list(k), list(v), causal=True, window=(3, 0), sinks=sinks)
     check(out.reshape(-1, 4, HEAD_DIM), ref, base)
 

@@ -132,12 +132,13 @@ def test_mask_function_forms():
     # decode step after a 4-token prefix: query position 4 sees keys <= 4
     window = integration.tritune_mask(2, 1, 5, q_offset=4, attention_mask=pad)
     assert window.tolist() == [[2, 5, 4], [0, 5, 4]]
-    # holes in the padding mask, or sliding windows: sdpa's boolean 4-D mask
+    # holes in the padding mask: sdpa's boolean 4-D mask
     holes = torch.tensor([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
     assert integration.tritune_mask(2, 5, 5, attention_mask=holes).shape == (2, 1, 5, 5)
+    # a sliding window of 2 (key visible iff q - 2 < kv <= q): the rows get left = 1
     sliding = integration.tritune_mask(2, 5, 5, attention_mask=pad, local_size=2,
                                        mask_function=sliding_window_causal_mask_function(2))
-    assert sliding.dtype == torch.bool and sliding.dim() == 4
+    assert sliding.tolist() == [[2, 5, 0, 1], [0, 5, 0, 1]]
 
 
 def test_unpadded_chunk_after_a_prefix_gets_a_window_on_the_mask_device():

@@ -15,7 +15,9 @@ What differs, on purpose:
   argument;
 - extra keyword-only arguments: ``return_softmax_lse`` on every function (flash-attn 2 returns the
   log-sum-exp only together with the attention probabilities), ``seqused_k`` on the varlen
-  functions (as in flash-attn 3 and vLLM's fork) and ``sinks`` (gpt-oss's per-head logit);
+  functions (as in flash-attn 3 and vLLM's fork) and ``s_aux`` (gpt-oss's per-head sink logits
+  ``[Hq]``, joining the softmax denominator; named as in vLLM's flash-attn fork, the name
+  transformers' flash integration passes them under);
 - ``num_splits`` is accepted and ignored: the split count is a tuned knob of the config;
 - rows that see no key get a log-sum-exp of -inf (log of an empty sum; flash-attn 2's CUDA
   kernel writes +inf there).
@@ -104,6 +106,11 @@ def _batched_lse(lse: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
     return lse.view(lse.shape[0], batch, seqlen).permute(1, 0, 2).contiguous()
 
 
+def _sinks(s_aux: torch.Tensor | None) -> torch.Tensor | None:
+    # transformers hands the sinks in the model's dtype; the kernel reads them as fp32 [Hq].
+    return s_aux if s_aux is None or s_aux.dtype == torch.float32 else s_aux.float()
+
+
 def _result(out: torch.Tensor, lse: torch.Tensor | None, return_softmax_lse: bool):
     return (out, lse) if return_softmax_lse else out
 
@@ -112,7 +119,7 @@ def _result(out: torch.Tensor, lse: torch.Tensor | None, return_softmax_lse: boo
 # flash_attn_func and its packed forms: [B, S, H, D]
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-                    alibi_slopes=None, deterministic=False, return_attn_probs=False, *, sinks=None,
+                    alibi_slopes=None, deterministic=False, return_attn_probs=False, *, s_aux=None,
                     return_softmax_lse=False):
     """flash-attn's ``flash_attn_func``: q ``[B, Sq, Hq, D]``, k/v ``[B, Sk, Hkv, D]`` -> ``[B, Sq, Hq, D]``.
 
@@ -131,34 +138,34 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     out, lse = varlen_attention(
         q.reshape(batch * seqlen_q, heads_q, head_dim), k, v, _even_cu_seqlens(batch, seqlen_q, q.device),
         seqlen_q, k.shape[1], causal=bool(causal), window_size=_window(window_size), softcap=_softcap(softcap),
-        alibi_slopes=alibi_slopes, sinks=sinks, scale=_scale(softmax_scale, head_dim), return_lse=True)
+        alibi_slopes=alibi_slopes, sinks=_sinks(s_aux), scale=_scale(softmax_scale, head_dim), return_lse=True)
     lse = _batched_lse(lse, batch, seqlen_q) if return_softmax_lse else None
     return _result(out.view(batch, seqlen_q, heads_q, head_dim), lse, return_softmax_lse)
 
 
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                               softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False, *,
-                              sinks=None, return_softmax_lse=False):
+                              s_aux=None, return_softmax_lse=False):
     """flash-attn's ``flash_attn_qkvpacked_func``: qkv ``[B, S, 3, H, D]`` (views, no copy)."""
     qkv = _dims(qkv, "qkv", 5, "[batch, seqlen, 3, heads, head_dim]")
     if qkv.shape[2] != 3:
         raise ValueError(f"qkv.shape[2]={qkv.shape[2]} must be 3 (q, k, v stacked)")
     _forward_only({"qkv": qkv})
     return flash_attn_func(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], dropout_p, softmax_scale, causal, window_size,
-                           softcap, alibi_slopes, deterministic, return_attn_probs, sinks=sinks,
+                           softcap, alibi_slopes, deterministic, return_attn_probs, s_aux=s_aux,
                            return_softmax_lse=return_softmax_lse)
 
 
 def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                              softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False, *,
-                             sinks=None, return_softmax_lse=False):
+                             s_aux=None, return_softmax_lse=False):
     """flash-attn's ``flash_attn_kvpacked_func``: kv ``[B, Sk, 2, Hkv, D]`` (views, no copy)."""
     kv = _dims(kv, "kv", 5, "[batch, seqlen_k, 2, heads_kv, head_dim]")
     if kv.shape[2] != 2:
         raise ValueError(f"kv.shape[2]={kv.shape[2]} must be 2 (k, v stacked)")
     _forward_only({"kv": kv})
     return flash_attn_func(q, kv[:, :, 0], kv[:, :, 1], dropout_p, softmax_scale, causal, window_size, softcap,
-                           alibi_slopes, deterministic, return_attn_probs, sinks=sinks,
+                           alibi_slopes, deterministic, return_attn_probs, s_aux=s_aux,
                            return_softmax_lse=return_softmax_lse)
 
 
@@ -168,7 +175,7 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_attn_probs=False, block_table=None, *, seqused_k=None,
-                           sinks=None, return_softmax_lse=False):
+                           s_aux=None, return_softmax_lse=False):
     """flash-attn's ``flash_attn_varlen_func``: q ``[total_q, Hq, D]`` with ``cu_seqlens_q`` ``[B+1]`` int32.
 
     K/V are packed ``[total_k, Hkv, D]`` with ``cu_seqlens_k``, or (with ``block_table``
@@ -197,13 +204,13 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     return varlen_attention(
         q, k, v, cu_seqlens_q, max_seqlen_q, max_seqlen_k, cu_seqlens_k=None if paged else cu_seqlens_k,
         seqused_k=seqused_k, block_table=block_table, causal=bool(causal), window_size=_window(window_size),
-        softcap=_softcap(softcap), alibi_slopes=alibi_slopes, sinks=sinks, scale=_scale(softmax_scale, q.shape[-1]),
+        softcap=_softcap(softcap), alibi_slopes=alibi_slopes, sinks=_sinks(s_aux), scale=_scale(softmax_scale, q.shape[-1]),
         return_lse=bool(return_softmax_lse))  # lse [Hq, total_q]: flash-attn's varlen layout
 
 
 def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, causal=False,
                                      window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
-                                     return_attn_probs=False, *, sinks=None, return_softmax_lse=False):
+                                     return_attn_probs=False, *, s_aux=None, return_softmax_lse=False):
     """flash-attn's ``flash_attn_varlen_qkvpacked_func``: qkv ``[total, 3, H, D]``."""
     qkv = _dims(qkv, "qkv", 4, "[total, 3, heads, head_dim]")
     if qkv.shape[1] != 3:
@@ -211,12 +218,12 @@ def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
     _forward_only({"qkv": qkv})
     return flash_attn_varlen_func(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
                                   dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
-                                  return_attn_probs, sinks=sinks, return_softmax_lse=return_softmax_lse)
+                                  return_attn_probs, s_aux=s_aux, return_softmax_lse=return_softmax_lse)
 
 
 def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                                     softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-                                    alibi_slopes=None, deterministic=False, return_attn_probs=False, *, sinks=None,
+                                    alibi_slopes=None, deterministic=False, return_attn_probs=False, *, s_aux=None,
                                     return_softmax_lse=False):
     """flash-attn's ``flash_attn_varlen_kvpacked_func``: kv ``[total_k, 2, Hkv, D]``."""
     kv = _dims(kv, "kv", 4, "[total_k, 2, heads_kv, head_dim]")
@@ -225,7 +232,7 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
     _forward_only({"kv": kv})
     return flash_attn_varlen_func(q, kv[:, 0], kv[:, 1], cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                   dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
-                                  return_attn_probs, sinks=sinks, return_softmax_lse=return_softmax_lse)
+                                  return_attn_probs, s_aux=s_aux, return_softmax_lse=return_softmax_lse)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +242,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
                             softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False, *,
-                            sinks=None):
+                            s_aux=None):
     """flash-attn's ``flash_attn_with_kvcache``: attention of q ``[B, Sq, Hq, D]`` over a KV cache.
 
     The cache is dense ``[B_cache, S_cache, Hkv, D]`` (row ``cache_batch_idx[b]``, default b) or,
@@ -307,7 +314,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     out, lse = varlen_attention(
         q.reshape(batch * seqlen_q, heads_q, head_dim), keys, values, _even_cu_seqlens(batch, seqlen_q, q.device),
         seqlen_q, capacity, seqused_k=total.to(torch.int32), block_table=pages, causal=bool(causal),
-        window_size=window, softcap=_softcap(softcap), alibi_slopes=alibi_slopes, sinks=sinks,
+        window_size=window, softcap=_softcap(softcap), alibi_slopes=alibi_slopes, sinks=_sinks(s_aux),
         scale=_scale(softmax_scale, head_dim), kv_bounds=bounds, return_lse=True)
     lse = _batched_lse(lse, batch, seqlen_q) if return_softmax_lse else None
     return _result(out.view(batch, seqlen_q, heads_q, head_dim), lse, return_softmax_lse)

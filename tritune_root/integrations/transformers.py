@@ -1,29 +1,59 @@
-"""Use the tuned FlashAttention kernel in transformers models: ``attn_implementation="tritune"``.
+"""Use the tuned kernels in transformers models: ``attn_implementation="tritune"``.
 
 Call ``tritune.register_transformers()`` once (nothing is registered at import), then load or
 build a model with ``attn_implementation="tritune"``. Two functions are registered under that
 name:
 
-- a mask function (``AttentionMaskInterface``) that turns the 2-D padding mask into what the
-  kernel understands: nothing at all for an unpadded causal or bidirectional batch, else one
-  int32 row per sequence ``(lo, hi, shift)``: keys ``lo <= j < hi`` are visible and query i sees
-  keys ``j <= i + shift``. That covers left padding, right padding and the empty slots of a
-  static cache. Patterns it cannot express (sliding windows, packed sequences, custom 4-D masks)
-  get sdpa's boolean 4-D mask;
-- an attention function (``AttentionInterface``) that runs the Triton kernel for the first two
-  cases and PyTorch SDPA for a 4-D mask, so every model still runs correctly.
+- a mask function (``AttentionMaskInterface``) that turns transformers' mask pattern + 2-D
+  padding mask into what the kernels understand: nothing at all for an unpadded causal batch,
+  else one int32 row per sequence ``(lo, hi, shift)``: keys ``lo <= j < hi`` are visible and
+  query i sits at position ``i + shift`` (it sees keys ``j <= i + shift``). Sliding-window layers
+  (Mistral, Qwen2, Gemma 2/3, gpt-oss) get a fourth column, ``left``: query i also needs
+  ``j >= i + shift - left``. That covers left padding, right padding, the empty slots of a static
+  cache and sliding-window caches. Patterns with no such form (holes in the padding mask, packed
+  sequences, chunked attention, custom or image-token masks, tracing) get sdpa's boolean 4-D
+  mask, and the log says so once;
+- an attention function (``AttentionInterface``): plain layers run ``tritune.flash_attention``;
+  sliding-window, soft-capped (``softcap``, Gemma 2) and sink (``s_aux``, gpt-oss) layers run
+  ``tritune.varlen_attention`` over transformers' K/V as a strided ``[B, S_k, Hkv, D]`` view (no
+  copy), the window rows as its ``kv_bounds``. A 4-D mask, dropout in training, a position bias
+  or float32 inputs on those layers run in PyTorch instead (SDPA, or the eager math when softcap
+  or sinks are on), logged once with the reason.
+
+Continuous batching (``model.generate_batch``) cannot use this implementation; see
+``CONTINUOUS_BATCHING`` below for why.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 import torch
 from tritune._flash_op import flash_attention
+from tritune._varlen_op import varlen_attention
 
 NAME = "tritune"
 # Bidirectional attention is causal attention with a shift no row ever reaches.
 NO_CAUSAL_LIMIT = 1 << 30
+
+log = logging.getLogger("tritune.integrations.transformers")
+
+CONTINUOUS_BATCHING = (
+    "transformers 5.24's continuous batching (generate_batch) refuses attn_implementation='tritune': "
+    "ContinuousBatchingManager.switch_to_cb_friendly_attn accepts only 'paged|eager', 'sdpa' or a name containing "
+    "'flash'. A flash-named custom implementation is resolved by modeling_flash_attention_utils._lazy_imports: "
+    "flash_attention_2/3/4 import the flash_attn packages, any other name must be a hub kernel 'org/repo' that "
+    "integrations.hub_kernels.load_and_register_attn_kernel loads with the `kernels` package (get_kernel), which "
+    "transformers accepts only in versions [0.18.2, 0.19.0); it is not installed here, the registry list has 0.17.2, "
+    "and installing it into this repository's venv would be shadowed by the repository's own top-level kernels/ "
+    "folder when Python runs from the repository root. The module's API is not the blocker: served as that hub "
+    "module (tests/test_transformers_continuous_batching.py stands in for get_kernel), tritune.flash_attn runs "
+    "generate_batch's attention through the varlen kernel and matches eager's greedy tokens. On a GPU the decode "
+    "fast path would also call tritune.flash_attn.flash_attn_with_kvcache with block_table and cache_seqlens; "
+    "transformers takes it only when torch.cuda.is_available() and the name matches 'flash...2' or 'flash...3'."
+)
 
 _REGISTERED = False
 
@@ -46,41 +76,103 @@ def register_transformers(name: str = NAME) -> str:
     return name
 
 
+@functools.cache
+def _fallback_once(reason: str) -> None:
+    """Say once per reason that a case runs in PyTorch instead of the tuned kernel."""
+    log.warning("attn_implementation=%r: %s; this case runs in PyTorch, not the tuned kernel", NAME, reason)
+
+
+# --- mask function ---------------------------------------------------------------------------
+
 def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any = 0, kv_offset: int = 0,
                  mask_function: Any = None, attention_mask: torch.Tensor | None = None,
                  local_size: int | None = None, **kwargs: Any) -> torch.Tensor | None:
     """The mask function of ``attn_implementation="tritune"`` (transformers' mask contract).
 
     Returns None (no padding; the attention function uses the module's causal flag), an int32
-    ``[batch, 3]`` window tensor, or sdpa's boolean ``[batch, 1, q, kv]`` mask as a fallback.
+    ``[batch, 3]`` (full attention) or ``[batch, 4]`` (sliding window) window tensor, or sdpa's
+    boolean ``[batch, 1, q, kv]`` mask as a fallback.
     """
-    from transformers.masking_utils import (
-        bidirectional_mask_function,
-        causal_mask_function,
-        prepare_padding_mask,
-        sdpa_mask,
-    )
+    from transformers.masking_utils import causal_mask_function, prepare_padding_mask, sdpa_mask
     from transformers.utils.import_utils import is_tracing
 
     if mask_function is None:
         mask_function = causal_mask_function
-    causal = mask_function is causal_mask_function
-    simple = (causal or mask_function is bidirectional_mask_function) and local_size is None
+    kind, left = mask_pattern(mask_function, local_size)
     padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
     traced = (padding is not None and is_tracing(padding)) or (isinstance(q_offset, torch.Tensor) and is_tracing(q_offset))
-    if simple and not traced:
-        window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, causal,
-                         kwargs.get("device"))
+    if kind is None:
+        reason = "a mask pattern with no window form (chunked, packed-sequence, custom or image-token masks)"
+    elif traced:
+        reason = "a traced mask (torch.export / fullgraph compile)"
+    else:
+        window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, kind != "bidirectional",
+                         kwargs.get("device"), allow_none=kind == "causal")
         if window is not False:
+            if kind == "sliding":
+                return torch.cat([window, torch.full_like(window[:, :1], left)], dim=1)
             return window
+        reason = "a padding mask with holes (not one run of keys per sequence)"
+    _fallback_once(f"the mask function hands SDPA's 4-D mask for {reason}")
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
                      kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
                      local_size=local_size, **kwargs)
 
 
+def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None, int | None]:
+    """("causal" | "bidirectional" | "sliding" | None, window left) of transformers' mask function.
+
+    The sliding pattern is ``and_masks(sliding_window_overlay(w), causal_mask_function)`` (key
+    visible iff ``q - w < kv <= q``), which is flash-attn's window ``(w - 1, 0)``. It is built
+    per call, so it is recognized by its structure, then confirmed on a small grid of indices.
+    """
+    from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
+
+    if local_size is None:
+        if mask_function is None or mask_function is causal_mask_function:
+            return "causal", None
+        if mask_function is bidirectional_mask_function:
+            return "bidirectional", None
+        return None, None
+    window = _sliding_window_of(mask_function, causal_mask_function)
+    if window is None or window != local_size or window < 1:
+        return None, None
+    n = torch.arange(2 * window + 3)
+    q_idx, kv_idx = n[:, None], n[None, :]
+    try:
+        got = mask_function(torch.tensor(0), torch.tensor(0), q_idx, kv_idx)
+    except Exception:  # noqa: BLE001 - anything unexpected: not the pattern we know
+        return None, None
+    expected = (kv_idx <= q_idx) & (kv_idx > q_idx - window)
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape or not bool((got == expected).all()):
+        return None, None
+    return "sliding", window - 1
+
+
+def _closure_value(fn: Any, name: str) -> Any:
+    code = getattr(fn, "__code__", None)
+    if code is None or fn.__closure__ is None or name not in code.co_freevars:
+        return None
+    return fn.__closure__[code.co_freevars.index(name)].cell_contents
+
+
+def _sliding_window_of(mask_function: Any, causal_mask_function: Any) -> int | None:
+    if getattr(mask_function, "__qualname__", "") != "and_masks.<locals>.and_mask":
+        return None
+    parts = _closure_value(mask_function, "mask_functions")
+    if not isinstance(parts, tuple) or len(parts) != 2 or parts[1] is not causal_mask_function:
+        return None
+    if getattr(parts[0], "__qualname__", "") != "sliding_window_overlay.<locals>.inner_mask":
+        return None
+    window = _closure_value(parts[0], "sliding_window")
+    return window if isinstance(window, int) and not isinstance(window, bool) else None
+
+
 def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_length: int, q_offset: Any,
-            kv_offset: int, causal: bool, device: Any = None) -> torch.Tensor | None | bool:
-    """The window form of the mask; None when no mask is needed, False when it has no window form."""
+            kv_offset: int, causal: bool, device: Any = None, *, allow_none: bool = True
+            ) -> torch.Tensor | None | bool:
+    """The ``(lo, hi, shift)`` rows of the mask; None when no mask is needed (and allowed), False
+    when the padding has no window form."""
     shift = int(q_offset) - kv_offset if causal else NO_CAUSAL_LIMIT
     if padding is not None:
         keys = padding[:, kv_offset:kv_offset + kv_length].to(torch.int32)
@@ -92,7 +184,7 @@ def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_len
         # Unpadded causal: None (the module's causal flag) is exact when the diagonal is the
         # default one. Bidirectional always gets a window: None would mean "causal" to a
         # decoder module whose config asks for bidirectional attention.
-        if causal and shift == plain_shift and (q_length == kv_length or q_length == 1):
+        if allow_none and causal and shift == plain_shift and (q_length == kv_length or q_length == 1):
             return None
         lo = torch.zeros(batch_size, dtype=torch.int32, device=device)
         hi = torch.full((batch_size,), kv_length, dtype=torch.int32, device=device)
@@ -112,36 +204,131 @@ def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_len
 
 
 def _is_window(mask: Any) -> bool:
-    return isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.dtype == torch.int32 and mask.shape[1] == 3
+    return (isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.dtype == torch.int32
+            and mask.shape[1] in (3, 4))
 
 
-UNSUPPORTED_KWARGS = ("softcap", "s_aux", "position_bias")
+def expand_window(window: torch.Tensor, q_length: int, kv_length: int, left: int | None = None) -> torch.Tensor:
+    """The boolean ``[B, 1, q, kv]`` mask of window rows (on their device, no host sync)."""
+    i = torch.arange(q_length, device=window.device)[None, :, None]
+    j = torch.arange(kv_length, device=window.device)[None, None, :]
+    lo, hi, shift = (window[:, c, None, None].long() for c in range(3))
+    visible = (j >= lo) & (j < hi) & (j <= i + shift)
+    if left is None and window.shape[1] == 4:
+        left = window[:, 3, None, None].long()
+    if left is not None:
+        visible &= j >= i + shift - left
+    return visible[:, None]
 
+
+# --- attention function ----------------------------------------------------------------------
 
 def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                               attention_mask: torch.Tensor | None, dropout: float = 0.0,
                               scaling: float | None = None, is_causal: bool | None = None,
                               **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers attention contract: q ``[B, Hq, q, D]``, k/v ``[B, Hkv, kv, D]`` -> ``[B, q, Hq, D]``."""
-    window = _is_window(attention_mask)
-    unsupported = (dropout and module.training) or any(kwargs.get(k) is not None for k in UNSUPPORTED_KWARGS)
-    if unsupported or (attention_mask is not None and not window):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    sliding_window = kwargs.get("sliding_window")
+    softcap = kwargs.get("softcap") or 0.0
+    sinks = kwargs.get("s_aux")
+    window = attention_mask if _is_window(attention_mask) else None
+    # The window's left edge must be a host int: the model's sliding_window argument gives it.
+    left = sliding_window - 1 if sliding_window is not None else None
+    varlen = left is not None or softcap > 0 or sinks is not None or (window is not None and window.shape[1] == 4)
+    reason = _fallback_reason(module, query, attention_mask, window, dropout, left, varlen, kwargs)
+    if reason is not None:
+        _fallback_once(reason)
+        return _torch_attention(module, query, key, value, attention_mask, dropout, scaling, is_causal, left,
+                                softcap, sinks, kwargs)
     q_length = query.shape[2]
-    if window:
-        out = flash_attention(query, key, value, causal=True, scale=scaling, kv_window=attention_mask)
-    else:
+    if window is None:
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = bool(causal) and q_length > 1
         if causal and key.shape[2] > q_length:
             # No mask with more keys than queries only comes from a static cache's first
             # prefill, whose extra slots are empty: the same crop as sdpa's integration.
             key, value = key[:, :, :q_length], value[:, :, :q_length]
-        out = flash_attention(query, key, value, causal=causal, scale=scaling)
-    return out.transpose(1, 2).contiguous(), None
+    else:
+        causal = True  # the window's shift carries the diagonal (beyond reach when bidirectional)
+    if not varlen:
+        out = flash_attention(query, key, value, causal=causal, scale=scaling, kv_window=window)
+        return out.transpose(1, 2).contiguous(), None
+    return _varlen_forward(query, key, value, window, causal, left, softcap, sinks, scaling), None
 
 
-__all__ = ["NAME", "register_transformers", "tritune_attention_forward", "tritune_mask"]
+def _fallback_reason(module: torch.nn.Module, query: torch.Tensor, attention_mask: Any, window: Any, dropout: float,
+                     left: int | None, varlen: bool, kwargs: dict[str, Any]) -> str | None:
+    if dropout and module.training:
+        return "attention dropout in training"
+    if kwargs.get("position_bias") is not None:
+        return "a position_bias (additive score bias)"
+    if attention_mask is not None and window is None:
+        return "a 4-D attention mask (a custom mask, or a pattern the mask function has no window form for)"
+    if window is not None and window.shape[1] == 4 and left is None:
+        return "a sliding-window mask without the layer's sliding_window argument"
+    if varlen and query.dtype not in (torch.float16, torch.bfloat16):
+        return f"{query.dtype} inputs on a sliding-window/softcap/sink layer (the varlen kernel takes fp16/bf16)"
+    return None
+
+
+def _varlen_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, window: torch.Tensor | None,
+                    causal: bool, left: int | None, softcap: float, sinks: torch.Tensor | None,
+                    scaling: float | None) -> torch.Tensor:
+    batch, heads_q, q_length, head_dim = query.shape
+    # [B, S_k, Hkv, D] views of transformers' [B, Hkv, S_k, D]: the op reads any strides.
+    k, v = key.transpose(1, 2), value.transpose(1, 2)
+    if k.stride(-1) != 1:
+        k, v = k.contiguous(), v.contiguous()
+    q = query.transpose(1, 2).reshape(batch * q_length, heads_q, head_dim)  # a copy unless q_length == 1
+    cu_seqlens_q = torch.arange(0, (batch + 1) * q_length, q_length, dtype=torch.int32, device=query.device)
+    bounds = window[:, :3].contiguous() if window is not None else None
+    out = varlen_attention(q, k, v, cu_seqlens_q, q_length, k.shape[1], kv_bounds=bounds, causal=causal,
+                           window_size=(-1 if left is None else left, 0 if causal else -1), softcap=float(softcap),
+                           sinks=None if sinks is None else sinks.float(), scale=scaling)
+    return out.view(batch, q_length, heads_q, head_dim)
+
+
+def _torch_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: Any, dropout: float, scaling: float | None, is_causal: bool | None,
+                     left: int | None, softcap: float, sinks: torch.Tensor | None,
+                     kwargs: dict[str, Any]) -> tuple[torch.Tensor, None]:
+    """The fallback: SDPA, or the eager math when softcap or sinks are on (SDPA has neither)."""
+    if _is_window(attention_mask):
+        attention_mask = expand_window(attention_mask, query.shape[2], key.shape[2], left)
+    if not softcap and sinks is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        rest = {k: v for k, v in kwargs.items() if k not in ("softcap", "s_aux")}
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, is_causal=is_causal, **rest)
+    group = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if attention_mask is None and (causal or left is not None):
+        q_length, kv_length = scores.shape[-2:]
+        everything = torch.ones(q_length, kv_length, dtype=torch.bool, device=scores.device)
+        diagonal = kv_length - q_length  # bottom-right, as the kernels align it
+        attention_mask = everything.tril(diagonal) if causal else everything
+        if left is not None:
+            attention_mask = attention_mask & ~everything.tril(diagonal - left - 1)
+    if attention_mask is None:
+        pass
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    else:
+        scores = scores + attention_mask
+    if sinks is not None:
+        scores = torch.cat([scores, sinks.to(scores.dtype).reshape(1, -1, 1, 1).expand(*scores.shape[:3], 1)], dim=-1)
+    probs = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(value.dtype)
+    if sinks is not None:
+        probs = probs[..., :-1]
+    probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+
+
+__all__ = ["CONTINUOUS_BATCHING", "NAME", "expand_window", "mask_pattern", "register_transformers",
+           "tritune_attention_forward", "tritune_mask"]
