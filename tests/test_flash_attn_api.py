@@ -446,6 +446,19 @@ def test_kvcache_argument_errors():
                                    rotary_cos=torch.ones(8, 16), rotary_sin=torch.ones(8, 16))
     with pytest.raises(ValueError, match="k_cache"):
         fa.flash_attn_with_kvcache(q, cache.transpose(2, 3), cache.clone(), cache_seqlens=seqlens)
+    # value checks, before anything is written into the cache
+    before = cache.clone()
+    with pytest.raises(ValueError, match="cache_seqlens"):
+        fa.flash_attn_with_kvcache(q, cache, cache.clone(), k, v, cache_seqlens=torch.tensor([14], dtype=torch.int32))
+    with pytest.raises(ValueError, match="cache_leftpad"):
+        fa.flash_attn_with_kvcache(q, cache, cache.clone(), k, v, cache_seqlens=seqlens,
+                                   cache_leftpad=torch.tensor([4], dtype=torch.int32))
+    with pytest.raises(ValueError, match="cache_batch_idx"):
+        fa.flash_attn_with_kvcache(q, cache, cache.clone(), k, v, cache_seqlens=seqlens,
+                                   cache_batch_idx=torch.tensor([1], dtype=torch.int32))
+    with pytest.raises(ValueError, match="block_table"):
+        fa.flash_attn_with_kvcache(q, cache, cache.clone(), k, v, cache_seqlens=seqlens, block_table=table.long())
+    assert torch.equal(cache, before)
 
 
 def test_varlen_argument_errors():

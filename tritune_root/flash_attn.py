@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tritune._paged_op import _value_checks_on
 from tritune._varlen_op import varlen_attention
 
 # Page sizes tried when a dense per-sequence cache is read through a page table (cache_batch_idx):
@@ -287,20 +288,30 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                              "heads_kv, head_dim] and equal")
         if cache_seqlens is None:
             raise ValueError("cache_seqlens is None: appending k/v needs cache_seqlens (where each cache ends)")
+        if k.dtype != k_cache.dtype or v.dtype != v_cache.dtype:
+            raise ValueError(f"k/v dtype ({k.dtype}/{v.dtype}) must equal k_cache/v_cache's "
+                             f"({k_cache.dtype}/{v_cache.dtype}): they are written into the cache")
+    if paged and (not isinstance(block_table, torch.Tensor) or block_table.dtype != torch.int32
+                  or block_table.dim() != 2 or block_table.shape[0] != batch):
+        raise ValueError(f"block_table must be an int32 tensor [batch={batch}, max_blocks] (page ids per sequence)")
     capacity = block_table.shape[1] * k_cache.shape[1] if paged else k_cache.shape[1]
     ends = _cache_seqlens(cache_seqlens, batch, capacity, q.device)
     starts = None
     if cache_leftpad is not None:
         starts = _int32_vector(cache_leftpad, "cache_leftpad", batch, q.device)
+    if cache_batch_idx is not None:
+        cache_batch_idx = _int32_vector(cache_batch_idx, "cache_batch_idx", batch, q.device)
+    seqlen_new = 0 if k is None else k.shape[1]
+    if _value_checks_on(q.device) and not torch.compiler.is_compiling():
+        # Before the in-place append, which would write out of bounds (CPU tensors by default).
+        _check_cache_values(ends, starts, cache_batch_idx, seqlen_new, capacity, k_cache.shape[0])
     if rotary_cos is not None or rotary_sin is not None:
         if k is None:
             raise ValueError("rotary_cos/rotary_sin need k and v: flash-attn rotates only the new keys (and q)")
         positions = ends if starts is None else ends - starts
         every_row = causal or window != (-1, -1)
         q, k = _rotate_new_tokens(q, k, rotary_cos, rotary_sin, positions, rotary_interleaved, every_row)
-    seqlen_new = 0
     if k is not None:
-        seqlen_new = k.shape[1]
         _append(k_cache, k, ends, cache_batch_idx, block_table)
         _append(v_cache, v, ends, cache_batch_idx, block_table)
     total = ends + seqlen_new if seqlen_new else ends
@@ -342,6 +353,24 @@ def _cache_seqlens(cache_seqlens: Any, batch: int, capacity: int, device: torch.
     return _int32_vector(cache_seqlens, "cache_seqlens", batch, device)
 
 
+def _check_cache_values(ends: torch.Tensor, starts: torch.Tensor | None, cache_batch_idx: torch.Tensor | None,
+                        seqlen_new: int, capacity: int, cache_rows: int) -> None:
+    """Value checks (a device sync on a GPU, so on by default for CPU tensors only)."""
+    end = ends.long() + seqlen_new
+    if bool(((ends < 0) | (end > capacity)).any()):
+        at = int(((ends < 0) | (end > capacity)).nonzero()[0, 0])
+        raise ValueError(f"cache_seqlens[{at}] = {int(ends[at])} (+ {seqlen_new} new tokens) is outside the "
+                         f"cache's {capacity} slots per sequence")
+    if starts is not None and bool(((starts < 0) | (starts > ends)).any()):
+        at = int(((starts < 0) | (starts > ends)).nonzero()[0, 0])
+        raise ValueError(f"cache_leftpad[{at}] = {int(starts[at])} must be in [0, cache_seqlens[{at}] = {int(ends[at])}]")
+    if cache_batch_idx is not None and bool(((cache_batch_idx < 0) | (cache_batch_idx >= cache_rows)).any()):
+        bad = (cache_batch_idx < 0) | (cache_batch_idx >= cache_rows)
+        at = int(bad.nonzero()[0, 0])
+        raise ValueError(f"cache_batch_idx[{at}] = {int(cache_batch_idx[at])} is not a row of the cache "
+                         f"(0..{cache_rows - 1})")
+
+
 def _append(cache: torch.Tensor, new: torch.Tensor, ends: torch.Tensor, cache_batch_idx: torch.Tensor | None,
             block_table: torch.Tensor | None) -> None:
     """Write ``new[b, t]`` at position ``ends[b] + t`` of sequence b's cache, in place (no host sync)."""
@@ -364,7 +393,7 @@ def _cache_view(k_cache: torch.Tensor, v_cache: torch.Tensor, batch: int, cache_
         return k_cache, v_cache, block_table
     if cache_batch_idx is None:
         return k_cache[:batch], v_cache[:batch], None  # the first B rows, flash-attn's default
-    rows = _int32_vector(cache_batch_idx, "cache_batch_idx", batch, k_cache.device)
+    rows = cache_batch_idx
     seqlen_cache = k_cache.shape[1]
     for page_size in _DENSE_PAGE_SIZES:
         if seqlen_cache % page_size:
