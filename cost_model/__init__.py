@@ -21,7 +21,7 @@ from ._features import (
 )
 from ._metrics import pairwise_accuracy, peak_at_k, ranking_report
 from ._model import GBTCostModel
-from ._persist import ModelVersionError, load_model, save_model
+from ._persist import SHIPPED_MODEL, ModelVersionError, load_model, load_shipped, save_model
 from ._pooled import PooledGBTCostModel
 
 __all__ = [
@@ -34,10 +34,12 @@ __all__ = [
     "HardwareInfo",
     "ModelVersionError",
     "PooledGBTCostModel",
+    "SHIPPED_MODEL",
     "evaluate_logo",
     "kernel_hook",
     "kernel_tuner_features",
     "load_model",
+    "load_shipped",
     "naive_transfer_scores",
     "occupancy",
     "pairwise_accuracy",

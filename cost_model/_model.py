@@ -22,7 +22,11 @@ any other GPU (convolution W7800: 0.76 at best from any one member). So:
 4. ``update`` adds the target's own measurements: each member's weight is multiplied by
    ``exp(-n * error)`` (``error`` = share of observed pairs it misorders), and a small Gaussian
    process fitted on the target's measurements (the prior as one of its inputs, ``_target``)
-   joins as one more member, weighted the same way by its leave-one-out error.
+   joins as one more member, weighted the same way by its leave-one-out error;
+5. ``set_prior`` adds an outside opinion about the target (the language-model advisor's
+   expected quality of each config) as one more member: it starts at a chosen share of the best
+   member's weight and is reweighted by the target's measurements like every other member, so it
+   steers the ranking where it orders the target's measurements well and fades where it does not.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +96,40 @@ class TargetState:
     fitted: TargetGP | None = None  # the target member, once enough measurements arrived
     fitted_at: int = -1
     featurizer: Featurizer | None = None  # only for kernels the model has no training data on
+    priors: list[Prior] = field(default_factory=list)  # outside opinions (set_prior)
+
+
+PriorScorer = Callable[[Sequence[Mapping[str, Value]]], np.ndarray]
+
+
+@dataclass
+class Prior:
+    """An outside ranking of the target's configs (lower = predicted faster), in log-quantile units.
+
+    ``share``: its starting weight as a multiple of the best member's. Scores of the last pool
+    asked for are cached (the strategy ranks the same pool after every measurement).
+    """
+
+    name: str
+    scorer: PriorScorer
+    share: float
+    _pool: tuple[Any, int, np.ndarray] | None = None
+    _memo: dict[str, float] = field(default_factory=dict)
+
+    def scores(self, configs: Sequence[Mapping[str, Value]]) -> np.ndarray:
+        if self._pool is not None and self._pool[0] is configs and self._pool[1] == len(configs):
+            return self._pool[2]
+        keys = [config_key(c) for c in configs]
+        todo = [i for i, k in enumerate(keys) if k not in self._memo]
+        if todo:
+            got = np.asarray(self.scorer([configs[i] for i in todo]), dtype=np.float64)
+            if got.shape != (len(todo),):
+                raise ValueError(f"prior {self.name!r} returned {got.shape} scores for {len(todo)} configs")
+            self._memo.update((keys[i], float(v)) for i, v in zip(todo, got, strict=True))
+        out = np.array([self._memo[k] for k in keys], dtype=np.float64)
+        if len(configs) > 64:
+            self._pool = (configs, len(configs), out)
+        return out
 
 
 class GBTCostModel(CostModel):
@@ -218,7 +256,7 @@ class GBTCostModel(CostModel):
         if not configs:
             return np.zeros(0), {}
         state = self._targets.get(_target_key(hardware, kernel, problem))
-        if kernel not in self.kernels and (state is None or not state.times):
+        if kernel not in self.kernels and (state is None or not (state.times or state.priors)):
             known = ", ".join(self.kernels) or "none"
             raise ValueError(f"the cost model has no data for kernel {kernel!r} (trained on: {known}); "
                              "train it on measurements of this kernel or update() it with target measurements")
@@ -232,6 +270,14 @@ class GBTCostModel(CostModel):
             names = [m.hardware.name for m in km.members]
             preds = list(raw)
             log_w = np.log(_softmax(km.similarity(hardware), self.temperature) + 1e-300)
+        priors = state.priors if state is not None else []
+        if priors:
+            # An outside opinion starts at ``share`` times the best member's weight (the members'
+            # own weights are unchanged relative to each other).
+            top = float(log_w.max()) if len(log_w) else 0.0
+            names.extend(p.name for p in priors)
+            preds.extend(p.scores(configs) for p in priors)
+            log_w = np.append(log_w, [top + np.log(max(p.share, 1e-12)) for p in priors])
         if state is not None and state.times:
             log_w, target = self._with_evidence(km, state, hardware, kernel, problem, configs, raw, log_w, acquisition)
             if target is not None:
@@ -305,6 +351,22 @@ class GBTCostModel(CostModel):
         twin._pool_cache = {}
         return twin
 
+    def set_prior(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], name: str,
+                  scorer: PriorScorer, *, share: float = 1.0) -> None:
+        """Add an outside ranking of this target's configs as one more member (see the module doc).
+
+        ``scorer(configs)`` returns one score per config, lower = predicted faster, in the
+        members' units (log of the rank quantile, 0 = best: the advisor's negated expected band
+        value is one). ``share`` is its starting weight relative to the best member; measurements
+        of the target then reweight it by the share of their pairs it misorders. A later call with
+        the same ``name`` replaces it (e.g. an advisor re-asked knowing the measurements).
+        """
+        if share <= 0:
+            raise ValueError(f"set_prior share={share} must be positive (leave the prior out instead)")
+        state = self._targets.setdefault(_target_key(hardware, kernel, problem), TargetState())
+        state.priors = [p for p in state.priors if p.name != name] + [Prior(name, scorer, float(share))]
+        state.fitted, state.fitted_at = None, -1  # the target member's prior input changes with it
+
     def forget(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any]) -> None:
         """Drop the target measurements of one problem."""
         self._targets.pop(_target_key(hardware, kernel, problem), None)
@@ -321,6 +383,11 @@ class GBTCostModel(CostModel):
         times = _times(state.times)
         n = len(times)
         obs_raw = self._member_predictions(km, hardware, kernel, problem, state.configs) if km is not None else None
+        if state.priors:  # outside opinions are members too: judged, and mixed into the target's input
+            pool_priors = np.vstack([p.scores(configs) for p in state.priors])
+            obs_priors = np.vstack([p.scores(state.configs) for p in state.priors])
+            raw = pool_priors if raw is None else np.vstack([raw, pool_priors])
+            obs_raw = obs_priors if obs_raw is None else np.vstack([obs_raw, obs_priors])
         errors = np.array([_pair_error(times, p) for p in obs_raw]) if obs_raw is not None else np.zeros(0)
         target = None
         if int(np.isfinite(times).sum()) >= MIN_TARGET_OK:

@@ -32,3 +32,15 @@ class Advisor(ABC):
     @abstractmethod
     def propose(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace, k: int,
                 *, measured: Sequence[tuple[Mapping[str, Value], float | None]] = ()) -> list[Proposal]: ...
+
+    def score(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
+              configs: Sequence[Mapping[str, Value]], *,
+              measured: Sequence[tuple[Mapping[str, Value], float | None]] = ()) -> Sequence[float] | None:
+        """How good the advisor expects each of ``configs`` to be (higher = faster), or None.
+
+        Lets a search weigh the advisor's opinion of every candidate against a cost model's
+        instead of measuring a few forced proposals. None (the default) means the advisor has no
+        speed opinion here (it cannot score, or never saw this kernel measured); then callers use
+        ``propose`` alone. ``measured`` as for ``propose``.
+        """
+        return None

@@ -102,6 +102,28 @@ class TLMAdvisor(Advisor):
             found = diversify(found, k, done)
         return [Proposal(config, score) for config, score in found]
 
+    def score(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any], space: SearchSpace,
+              configs: Sequence[Mapping[str, Value]], *,
+              measured: Sequence[tuple[Mapping[str, Value], float | None]] = ()) -> list[float] | None:
+        """The ranking value ``propose`` would give each config (higher = faster; see the class doc).
+
+        With ranking "expected"/"blend" it is an expected quality band value, about -ln of the
+        config's rank fraction on the target (0 = a failure, ~6 = the best 0.5%). None for a
+        kernel the model never saw measured (its likelihood says what is valid, not what is fast).
+        """
+        if not self.knows(kernel):
+            return None
+        if not configs:
+            return []
+        context = sentence(hardware, kernel, problem, None, space.names).context
+        rank = self._ranker(context, seen=self.seen(hardware, kernel))
+        ok = [(c, t) for c, t in measured if t is not None and t > 0 and space.is_valid(c)]
+        if len(ok) >= self.min_evidence and self.ranking != "likelihood":
+            rank = self._conditioned(hardware, kernel, problem, space, context, measured)
+        ids = [[self.lm.vocab.id(config_word(n, c[n])) for n in space.names] for c in configs]
+        with torch.no_grad():
+            return [float(v) for v in rank(ids)]
+
     def knows(self, kernel: str) -> bool:
         """Whether the model was trained on measurements of ``kernel`` (on any device)."""
         return bool(self.lm.meta.get("devices", {}).get(kernel))

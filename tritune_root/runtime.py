@@ -4,6 +4,13 @@ Order of rules, first hit wins:
 1. ``exact``: the user's database has a config for this spec's bucket on this hardware;
 2. ``nearest``: the closest bucket with the same exact dimensions (logged once per bucket);
 3. ``builtin-exact`` / ``builtin-nearest``: the same two rules on the package's built-in table;
+3b. ``builtin-older-kernel``: a built-in row recorded on this hardware for an *older* source of
+   the kernel (the table is filled from committed GPU runs, and kernel sources keep changing
+   between runs). It is served only after re-validation against the current search space:
+   parameters the old source did not have take the current default config's values, ones the
+   current source dropped are ignored, and the result must pass every constraint of this
+   hardware's space (else the row is skipped). Logged once per bucket. The user's own database
+   never gets this rule: a stale tuned row there is retuned, not reinterpreted;
 4. ``cross-hardware``: a config tuned on other hardware, only when the caller asked for it
    (``cross_hardware=True`` or ``TRITUNE_CROSS_HARDWARE=1``), logged once;
 5. ``default``: the family's always-valid fallback config.
@@ -16,6 +23,7 @@ touches SQLite.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +49,7 @@ from tritune.search_space import (
 log = logging.getLogger("tritune.runtime")
 
 BUILTIN_TABLE = "builtin_tuned.json"
+OLDER = "builtin-older-kernel"  # the rule (and table) of built-in rows recorded for an older kernel source
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class Selection:
     """The config chosen for a spec, and how it was found."""
 
     config: Config
-    rule: str  # exact | nearest | builtin-exact | builtin-nearest | cross-hardware | default
+    rule: str  # exact | nearest | builtin-exact | builtin-nearest | builtin-older-kernel | cross-hardware | default
     tuned_bucket: str | None  # the bucket the config was tuned for (None for the default)
     tuned_hardware: str | None  # the fingerprint it was tuned on
     source: str  # database path, "builtin", or "default"
@@ -144,8 +153,18 @@ class Dispatcher:
                                    f"{spec.kernel}: no tuned config for {bucket.key}; using the nearest tuned bucket "
                                    f"{row.bucket.key} ({source})")
                 return Selection(space.config(row.config), rule, row.bucket.key, row.hardware, source, row.time_ms)
+        older = [dataclasses.replace(r, config=_current_params(r.config, space))
+                 for r in tables.get(OLDER, {}).get(spec.kernel, []) if r.hardware == self.hardware.key]
+        found = self._closest(older, bucket, space, spec)
+        if found is not None:
+            row = found[0]
+            self._log_once(spec.kernel, bucket.key + "#older",
+                           f"{spec.kernel}: using the built-in config recorded for {row.bucket.key} with an older "
+                           f"source of the kernel, re-validated against the current space (rule {OLDER})")
+            return Selection(space.config(row.config), OLDER, row.bucket.key, row.hardware, "builtin", row.time_ms)
         if self.cross_hardware:
-            rows = [r for src in tables.values() for r in src.get(spec.kernel, []) if r.hardware != self.hardware.key]
+            rows = [r for name, src in tables.items() if name != OLDER
+                    for r in src.get(spec.kernel, []) if r.hardware != self.hardware.key]
             found = self._closest(rows, bucket, space, spec)
             if found is not None:
                 row = found[0]
@@ -182,7 +201,9 @@ class Dispatcher:
         if self._tables is None:
             tables: dict[str, dict[str, list[_Row]]] = {str(self.db_path): self._load_db()}
             if self.use_builtin:
-                tables["builtin"] = _rows_from_export(load_builtin_table())
+                builtin = load_builtin_table()
+                tables["builtin"] = _rows_from_export(builtin)
+                tables[OLDER] = _rows_from_export(builtin, older=True)
             self._tables = tables
         return self._tables
 
@@ -219,18 +240,30 @@ def load_builtin_table() -> dict[str, Any]:
     return json.loads(text)
 
 
-def _rows_from_export(data: Mapping[str, Any]) -> dict[str, list[_Row]]:
+def _rows_from_export(data: Mapping[str, Any], *, older: bool = False) -> dict[str, list[_Row]]:
+    """Rows of an export recorded with the current kernel source (``older``: with another one)."""
     out: dict[str, list[_Row]] = {}
     for r in data.get("rows", []):
         try:
             current = kernel_hash(r["kernel"])
         except ValueError:
             continue
-        if r.get("kernel_hash") != current:
+        if (r.get("kernel_hash") != current) != older:
             continue
+        try:
+            bucket = Bucket.parse(r["bucket"])
+        except (ValueError, KeyError):
+            continue  # a bucket this version cannot read (an older spec layout)
         hw = Hardware.from_dict(r["hardware"]).key
-        out.setdefault(r["kernel"], []).append(_Row(Bucket.parse(r["bucket"]), hw, r["config"], float(r["time_ms"])))
+        out.setdefault(r["kernel"], []).append(_Row(bucket, hw, r["config"], float(r["time_ms"])))
     return out
+
+
+def _current_params(config: Mapping[str, Any], space: Any) -> dict[str, Any]:
+    """An older source's config in the current space's parameters: new ones from the current
+    default config, dropped ones left out. Validity is checked by the caller."""
+    default = space.default()
+    return {name: config[name] if name in config else default[name] for name in space.names}
 
 
 _DISPATCHERS: dict[Any, Dispatcher] = {}

@@ -43,7 +43,7 @@ from tritune.tuner._strategies import (
     strategy_names,
 )
 from tritune.tuner._strategy import Strategy, StrategyContext
-from tritune.tuner._tune import Budget, ProblemReport, TuneReport, tune
+from tritune.tuner._tune import EFFORTS, Budget, ProblemReport, TuneReport, effort_budget, tune
 from tritune.tuner._workers import WorkerPool
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_CPU_PRESET",
     "DEFAULT_GPU_PRESET",
     "DEFAULT_STRATEGY",
+    "EFFORTS",
     "PRESETS",
     "STRATEGIES",
     "BenchReport",
@@ -70,6 +71,7 @@ __all__ = [
     "TuneReport",
     "WorkerPool",
     "bench_search",
+    "effort_budget",
     "get_strategy",
     "kernel_problem",
     "landscape_problem",

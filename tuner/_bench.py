@@ -70,14 +70,20 @@ class Run:
 
 def run_strategy(landscape: Landscape, strategy: str, budget: int, *, seed: int = 0,
                  train_records: Sequence[Any] = (), options: Mapping[str, Any] | None = None,
-                 repeat: int = 0) -> Run:
-    """Run ``strategy`` on ``landscape`` for ``budget`` real evaluations."""
+                 repeat: int = 0, label: str | None = None) -> Run:
+    """Run ``strategy`` on ``landscape`` for ``budget`` real evaluations.
+
+    ``leave_one_out`` is set in the strategy's options: the parts shipped with the package were
+    trained on the recorded landscapes, this one included, so a learning strategy must learn from
+    ``train_records`` only.
+    """
     problem = landscape_problem(landscape)
     cls = get_strategy(strategy)
     context = StrategyContext(
         hardware=landscape.hardware, kernel=landscape.kernel,
         problem=dict(landscape.spec) if landscape.spec else {"problem_size": landscape.problem_size},
-        train_records=tuple(train_records) if cls.learns else (), options=dict(options or {}),
+        train_records=tuple(train_records) if cls.learns else (),
+        options={"leave_one_out": True, **dict(options or {})},
     )
     strat = cls(landscape.space, context, seed=seed)
     backend = ReplayBackend([landscape])
@@ -102,8 +108,13 @@ def run_strategy(landscape: Landscape, strategy: str, budget: int, *, seed: int 
             if result.ok and (best is None or result.time_ms < best):  # type: ignore[operator]
                 best = result.time_ms
             curve.append(best)
-    label = f"default ({cls.name})" if strategy == "default" else cls.name
+    if label is None:
+        label = "default" if strategy == "default" else cls.name
     return Run(landscape.name, label, repeat, tuple(curve), asks, landscape.optimum_ms)
+
+
+# The ablation's second arm: the default pipeline run with the same seeds, without the advisor.
+ABLATION_LABEL = "default-no-advisor"
 
 
 @dataclass
@@ -144,8 +155,30 @@ class BenchReport:
                             "landscapes": len(sel)})
         return out
 
+    def ablation(self) -> list[dict[str, Any]]:
+        """Per budget: the default pipeline with and without the advisor (same seeds) and the
+        advisor's share of the pipeline's gain over random search (exact expectation):
+        ``(with - without) / (with - random)``; None when the pipeline gains nothing."""
+        means = {(m["strategy"], m["budget"]): m for m in self.means()}
+        out = []
+        for b in self.budgets:
+            with_, without = means.get(("default", b)), means.get((ABLATION_LABEL, b))
+            if with_ is None or without is None:
+                continue
+            rnd = with_["random_expected_fraction"]
+            gain = with_["fraction_mean"] - (rnd if rnd is not None else 0.0)
+            out.append({"budget": b, "with_advisor": with_["fraction_mean"], "without_advisor": without["fraction_mean"],
+                        "random_expected_fraction": rnd,
+                        "advisor_share_of_gain": (with_["fraction_mean"] - without["fraction_mean"]) / gain
+                        if gain > 1e-12 else None})
+        return out
+
     def to_json(self) -> dict[str, Any]:
+        from tritune.tuner._strategies import DEFAULT_STRATEGY
+
         return {
+            "default_strategy": DEFAULT_STRATEGY,
+            "ablation": self.ablation(),
             "counting": "fraction = optimum time / best time found after N real evaluations (invalid configs "
                         "free, failed ones cost one, repeats answered from memory); mean and population std "
                         "over repeats; random_expected_fraction is the exact expectation of uniform random "
@@ -158,12 +191,17 @@ class BenchReport:
 
 def bench_search(landscapes: Sequence[Landscape], strategies: Sequence[str], *, budgets: Sequence[int] = BUDGETS,
                  repeats: int = 5, seed: int = 0, options: Mapping[str, Any] | None = None,
-                 on_run: Callable[[Run], None] | None = None) -> BenchReport:
+                 on_run: Callable[[Run], None] | None = None, ablation: bool = False) -> BenchReport:
     """Run every strategy ``repeats`` times on every landscape, up to the largest budget.
 
     Strategies that learn get leave-one-out training records: the other landscapes of the same
-    ``kernel_name`` in this call, never the target itself.
+    ``kernel_name`` in this call, never the target itself. ``ablation`` adds the default pipeline
+    without its advisor (``advisor_off``, same seeds, labelled ``default-no-advisor``; "default"
+    is added when missing), summarized by ``BenchReport.ablation``.
     """
+    strategies = list(strategies)
+    if ablation and "default" not in strategies:
+        strategies.insert(0, "default")
     budgets = tuple(sorted(set(int(b) for b in budgets)))
     if not budgets or budgets[0] < 1:
         raise ValueError(f"budgets must be positive integers, got {list(budgets)}")
@@ -177,10 +215,13 @@ def bench_search(landscapes: Sequence[Landscape], strategies: Sequence[str], *, 
     for landscape in landscapes:
         others = [rec for other in landscapes if other is not landscape and other.kernel_name == landscape.kernel_name
                   for rec in other.records()] if any(get_strategy(s).learns for s in strategies) else []
-        for strategy in strategies:
+        arms = [(s, s, options) for s in strategies]
+        if ablation:
+            arms.append(("default", ABLATION_LABEL, {**dict(options or {}), "advisor_off": True}))
+        for strategy, label, opts in arms:
             for r in range(repeats):
                 run = run_strategy(landscape, strategy, budgets[-1], seed=seed + r, train_records=others,
-                                   options=options, repeat=r)
+                                   options=opts, repeat=r, label=label)
                 report.runs.append(run)
                 if on_run is not None:
                     on_run(run)

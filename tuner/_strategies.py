@@ -30,11 +30,13 @@ STRATEGIES: dict[str, str | type[Strategy]] = {
     "exhaustive": "tritune.tuner._exhaustive:ExhaustiveStrategy",
     "advisor": "tritune.tuner._advisor_seeded:AdvisorSeededStrategy",
     "cost-model": "tritune.tuner._model_guided:ModelGuidedStrategy",
+    "pipeline": "tritune.tuner._pipeline:PipelineStrategy",
 }
 
-# Chosen by `tritune bench-search` on the six convolution landscapes (see the tuner report);
-# no advisor and no cost model involved.
-DEFAULT_STRATEGY = "tpe"
+# The learned pipeline: the cost-model search with the advisor as one reweighted member of its
+# ranking (``_pipeline``), measured against its parts with `tritune bench-search --strategy
+# default cost-model tpe --ablation` (README, "What has been measured").
+DEFAULT_STRATEGY = "pipeline"
 
 
 def strategy_names() -> tuple[str, ...]:

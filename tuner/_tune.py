@@ -44,18 +44,59 @@ from tritune.tuner._study import (
 @dataclass(frozen=True)
 class Budget:
     """Per problem: ``trials`` real measurements in the whole study (every worker together; a
-    global cap), and/or ``seconds`` of wall time for this process. None means no limit."""
+    global cap), and/or ``seconds`` of wall time for this process. None means no limit.
+
+    ``patience``: stop once that many measurements in a row (by this process) did not improve the
+    best time by at least ``min_gain`` (a share: 0.01 = 1%): "until the search stops improving".
+    ``total_seconds``: one wall-clock cap for the whole ``tune`` call, shared by its problems (each
+    starts with an equal share of what is left); it is checked before every measurement, so a
+    measurement in flight may finish past it by at most the backend's per-config timeout.
+    """
 
     trials: int | None = 20
     seconds: float | None = None
+    patience: int | None = None
+    min_gain: float = 0.01
+    total_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if self.trials is None and self.seconds is None:
-            raise ValueError("a budget needs trials or seconds (or both)")
+        if self.trials is None and self.seconds is None and self.patience is None and self.total_seconds is None:
+            raise ValueError("a budget needs trials, seconds, patience or total_seconds (at least one)")
         if self.trials is not None and self.trials < 1:
             raise ValueError(f"budget trials={self.trials} must be at least 1")
-        if self.seconds is not None and self.seconds <= 0:
-            raise ValueError(f"budget seconds={self.seconds} must be positive")
+        for name in ("seconds", "total_seconds"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"budget {name}={value} must be positive")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"budget patience={self.patience} must be at least 1")
+        if not 0.0 <= self.min_gain < 1.0:
+            raise ValueError(f"budget min_gain={self.min_gain} must be within [0, 1)")
+
+
+# --effort: how long the default search runs, as a share of the default trial budget.
+EFFORTS = ("quick", "default", "full")
+
+
+def effort_budget(effort: str, default_trials: int, *, seconds: float | None = None) -> Budget:
+    """The budget of an effort level, given the trial budget "default" means here.
+
+    - quick: a quarter of the default budget (at least 4): the learned parts' best few, refined
+      briefly;
+    - default: ``default_trials``;
+    - full: no trial cap; stops after ``max(20, default_trials)`` measurements in a row without a
+      1% gain (or when the space is exhausted, or at ``seconds``).
+    ``seconds`` (``--time-budget``) is a hard cap on the whole job at every level.
+    """
+    if effort not in EFFORTS:
+        raise ValueError(f"effort={effort!r} is not one of {', '.join(EFFORTS)}")
+    if default_trials < 1:
+        raise ValueError(f"default_trials={default_trials} must be at least 1")
+    if effort == "quick":
+        return Budget(trials=max(4, round(default_trials / 4)), total_seconds=seconds)
+    if effort == "full":
+        return Budget(trials=None, patience=max(20, default_trials), total_seconds=seconds)
+    return Budget(trials=default_trials, total_seconds=seconds)
 
 
 @dataclass
@@ -78,6 +119,16 @@ class ProblemReport:
     recovered: dict[str, int] = field(default_factory=dict)
     warm_started: int = 0
     real_timing: bool = True
+    strategy_detail: str = ""  # what the strategy ran with (e.g. the pipeline's learned parts)
+    time_to_best_s: float | None = None  # wall time of this call until its best measurement arrived
+    optimum_ms: float | None = None  # the space's measured optimum, where it was measured exhaustively
+
+    @property
+    def fraction_of_optimum(self) -> float | None:
+        """optimum time / best time found, where the optimum is known (replayed landscapes)."""
+        if self.optimum_ms and self.best_ms:
+            return self.optimum_ms / self.best_ms
+        return None
 
     @property
     def failures(self) -> int:
@@ -97,6 +148,9 @@ class ProblemReport:
             "best_config": self.best_config, "best_ms": self.best_ms, "default_config": self.default_config,
             "default_ms": self.default_ms, "speedup_vs_default": self.speedup_vs_default,
             "real_timing": self.real_timing, "wall_s": round(self.wall_s, 2), "stopped": self.stopped,
+            "strategy_detail": self.strategy_detail,
+            "time_to_best_s": None if self.time_to_best_s is None else round(self.time_to_best_s, 2),
+            "optimum_ms": self.optimum_ms, "fraction_of_optimum": self.fraction_of_optimum,
             "recovered_trials": self.recovered, "warm_started": self.warm_started,
             "curve": [{"evaluation": n, "best_ms": b} for n, b in self.curve],
         }
@@ -124,7 +178,8 @@ def tune(problems: Sequence[Problem], backend: MeasureBackend, *, budget: Budget
          advisor: Any = None, cost_model: Any = None, n_advisor_seeds: int = 8, warm_start: bool = True,
          options: Mapping[str, Any] | None = None, progress: bool = True, stale_after_s: float = 3600.0,
          study_prefix: str = "tritune",
-         on_result: Callable[[Problem, Mapping[str, Value], MeasureResult], None] | None = None) -> TuneReport:
+         on_result: Callable[[Problem, Mapping[str, Value], MeasureResult], None] | None = None,
+         stop_when: Callable[[ProblemReport], bool] | None = None) -> TuneReport:
     """Tune every problem with ``backend``; returns what was found. See the module docstring.
 
     ``advisor`` (an ``llm_advisor.Advisor``) proposes seeds; ``cost_model`` (a
@@ -133,7 +188,8 @@ def tune(problems: Sequence[Problem], backend: MeasureBackend, *, budget: Budget
     several workers (default: a journal file next to the database). Studies are named from
     ``study_prefix`` and the problem, so the same call resumes them; a new prefix starts over.
     The runtime sits above the tuner: call ``tritune.runtime.reload()`` afterwards for this
-    process's ops to pick the new configs up (``tritune tune`` does).
+    process's ops to pick the new configs up (``tritune tune`` does). ``stop_when(report)`` is asked
+    after every measurement; True ends that problem (e.g. a target time reached: the GPU suite).
     """
     strategy_name = DEFAULT_STRATEGY if strategy == "default" else strategy
     get_strategy(strategy_name)  # unknown names fail before anything runs
@@ -144,20 +200,31 @@ def tune(problems: Sequence[Problem], backend: MeasureBackend, *, budget: Budget
                         storage=storage or f"{tdb.path}.optuna.journal")
     try:
         optuna_storage = make_storage(storage, tdb.path)
-        for problem in problems:
+        for i, problem in enumerate(problems):
             # Workers sharing a study must not all propose the same sequence: mix in the worker.
             job_seed = seed if storage is None else _worker_seed(seed)
             job = _ProblemJob(problem, backend, tdb, optuna_storage, strategy=strategy_name, seed=job_seed,
                               study_prefix=study_prefix,
-                              budget=budget, advisor=advisor, cost_model=cost_model, n_advisor_seeds=n_advisor_seeds,
+                              budget=_share(budget, started, len(problems) - i), advisor=advisor,
+                              cost_model=cost_model, n_advisor_seeds=n_advisor_seeds,
                               warm_start=warm_start, options=options or {}, progress=progress,
-                              stale_after_s=stale_after_s, on_result=on_result)
+                              stale_after_s=stale_after_s, on_result=on_result, stop_when=stop_when)
             report.problems.append(job.run())
     finally:
         if own_db:
             tdb.close()
     report.wall_s = time.monotonic() - started
     return report
+
+
+def _share(budget: Budget, started: float, left: int) -> Budget:
+    """This problem's budget: its equal share of what is left of ``total_seconds``."""
+    if budget.total_seconds is None:
+        return budget
+    import dataclasses
+
+    share = max(1e-3, (budget.total_seconds - (time.monotonic() - started)) / max(1, left))
+    return dataclasses.replace(budget, seconds=share if budget.seconds is None else min(budget.seconds, share))
 
 
 def _worker_seed(seed: int) -> int:
@@ -172,9 +239,10 @@ class _ProblemJob:
     def __init__(self, problem: Problem, backend: MeasureBackend, db: TuningDB, storage: Any, *, strategy: str,
                  seed: int, study_prefix: str, budget: Budget, advisor: Any, cost_model: Any, n_advisor_seeds: int, warm_start: bool,
                  options: Mapping[str, Any], progress: bool, stale_after_s: float,
-                 on_result: Callable[..., None] | None) -> None:
+                 on_result: Callable[..., None] | None, stop_when: Callable[[ProblemReport], bool] | None = None) -> None:
         self.problem, self.backend, self.db, self.budget = problem, backend, db, budget
         self.on_result = on_result
+        self.stop_when = stop_when
         self.name = study_name(problem, strategy=strategy, backend=backend.name, prefix=study_prefix)
         self.report = ProblemReport(problem, self.name, strategy, real_timing=backend.real_timing)
         self.default = _default_config(problem)
@@ -201,6 +269,16 @@ class _ProblemJob:
         if warm_start:
             self.report.warm_started = self.driver.warm_start(self._earlier_measurements())
         self.concurrent = bool(getattr(self.strategy, "concurrent", False))
+        describe = getattr(self.strategy, "describe", None)
+        self.report.strategy_detail = describe() if callable(describe) else ""
+        landscape = getattr(backend, "landscape", None)
+        if callable(landscape):  # a replayed recording: its optimum is known
+            try:
+                self.report.optimum_ms = landscape(problem).optimum_ms
+            except ValueError:
+                pass
+        self._started = time.monotonic()
+        self._since_gain = 0
         self.progress = ProblemProgress(problem.name, budget.trials, enabled=progress,
                                         real_timing=backend.real_timing)
 
@@ -237,7 +315,7 @@ class _ProblemJob:
 
     # --- loop --------------------------------------------------------------------------------
     def run(self) -> ProblemReport:
-        start = time.monotonic()
+        start = self._started = time.monotonic()
         cap = self.budget.trials
         self._sync_report()
         self.progress.start(self.report.evaluations, self.report.best_ms)
@@ -247,6 +325,12 @@ class _ProblemJob:
                 elapsed = time.monotonic() - start
                 if self.budget.seconds is not None and elapsed >= self.budget.seconds:
                     self.report.stopped = "time budget"
+                    break
+                if self.stop_when is not None and self.stop_when(self.report):
+                    self.report.stopped = "stop condition"
+                    break
+                if self.budget.patience is not None and self._since_gain >= self.budget.patience:
+                    self.report.stopped = f"no {self.budget.min_gain:.0%} gain in {self.budget.patience} trials"
                     break
                 done, flight = self.driver.counts()
                 if cap is not None and done + flight >= cap:
@@ -301,8 +385,12 @@ class _ProblemJob:
             self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
             if result.status.costs_evaluation:
                 self.report.measured_here += 1
+                self._since_gain += 1
             if result.ok and (self.report.best_ms is None or result.time_ms < self.report.best_ms):  # type: ignore[operator]
+                if self.report.best_ms is None or result.time_ms < self.report.best_ms * (1 - self.budget.min_gain):  # type: ignore[operator]
+                    self._since_gain = 0
                 self.report.best_ms, self.report.best_config = result.time_ms, dict(pending.config)
+                self.report.time_to_best_s = time.monotonic() - self._started
             if self.default is not None and config_key(pending.config) == config_key(self.default) and result.ok:
                 self.report.default_ms = result.time_ms
             self.progress.update(result, self.report.best_ms, self.report.failures)

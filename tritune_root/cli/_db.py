@@ -42,6 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_argument(m)
     m.set_defaults(func=run_merge)
 
+    pr = dsub.add_parser(
+        "promote", help="fill the package's built-in table from committed GPU runs",
+        description="Read every recorded GPU landscape under the given run folders and write the fastest "
+        "verified config per hardware, kernel, kernel source and shape bucket into the package's built-in table "
+        "(tritune_root/data/builtin_tuned.json in a source checkout; commit it). The table is rebuilt from the runs "
+        "(--merge keeps its rows). Interpreter recordings are never promoted.",
+        epilog="example: tritune db promote data/gpu_runs")
+    pr.add_argument("runs", nargs="*", default=["data/gpu_runs"], metavar="RUN",
+                    help="GPU run folders or landscape files (default: data/gpu_runs)")
+    pr.add_argument("--output", "-o", metavar="FILE", help="write this table instead of the package's")
+    pr.add_argument("--merge", action="store_true", help="keep the table's rows (a faster recording replaces one)")
+    add_json_argument(pr)
+    pr.set_defaults(func=run_promote)
+
     b = dsub.add_parser("best", help="list the best configs")
     add_db_argument(b)
     b.add_argument("--kernel", help="only this kernel")
@@ -115,4 +129,23 @@ def run_best(args: argparse.Namespace) -> int:
     print_table([(r.hardware, r.kernel, r.bucket, ",".join(f"{k}={v}" for k, v in r.config.items()), r.time_ms,
                   "gpu" if r.real_timing else "cpu (not a GPU time)") for r in rows],
                 ("hardware", "kernel", "bucket", "config", "time_ms", "timing"))
+    return 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    from tritune._builtin_table import promote_runs
+
+    try:
+        report = promote_runs(args.runs, args.output, merge=args.merge)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"table": str(report.table), "rows": report.rows, "changed": report.changed,
+                          "landscapes": report.landscapes,
+                          "skipped": [{"file": f, "why": why} for f, why in report.skipped]}, indent=2))
+        return 0
+    print(f"wrote {report.table}: {report.rows} rows from {report.landscapes} GPU landscapes "
+          f"({report.changed} added or changed)")
+    for f, why in report.skipped:
+        print(f"  skipped {f}: {why}")
     return 0

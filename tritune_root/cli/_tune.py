@@ -13,6 +13,9 @@ _EPILOG = """examples:
   tritune tune                                   # GPU: the llama3-8b preset; no GPU: cpu-small on the interpreter
   tritune tune --kernel flash_attention --shape B=1 Hq=32 Hkv=8 seq=4096 D=128 dtype=bf16 causal=1 --budget 60
   tritune tune --model-config path/to/config.json --time-budget 120
+  tritune tune --effort quick                    # the learned parts' best few configs, refined briefly
+  tritune tune --effort full --time-budget 900   # until the search stops improving, at most 15 minutes
+  tritune tune --strategy tpe                    # plain Optuna TPE (gp, cmaes, random, exhaustive, ...)
   tritune tune --landscape data/kernel_tuner_cache/convolution_milo/A100.json.gz --budget 50
   tritune tune --advisor --cost-model conv.model --strategy cost-model   # advisor seeds, model-guided search
   tritune tune --preset llama3-70b --storage postgresql+psycopg2://user@host/db   # one worker per GPU
@@ -44,15 +47,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="recorded landscapes (Kernel Tuner cache .json.gz): tune by replaying them")
     what.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     how = p.add_argument_group("budget and search")
+    how.add_argument("--effort", choices=("quick", "default", "full"), default=None,
+                     help="quick: a quarter of the default trial budget (at least 4); default: the default budget; "
+                     "full: no trial cap, until max(20, default budget) trials in a row gain less than 1%%")
     how.add_argument("--budget", type=int, default=None, metavar="N",
                      help="real measurements per problem, over all workers of the study (default: the preset's, "
-                     "else 50 on a GPU and 10 on the interpreter); invalid configs are free")
+                     "else 50 on a GPU and 10 on the interpreter; scaled by --effort); invalid configs are free")
     how.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                     help="wall-clock seconds per problem for this process (with --budget, whichever ends first)")
+                     help="hard wall-clock cap on the whole job, shared by its problems (each gets an equal share "
+                     "of what is left); alone, the job runs until it is spent")
     how.add_argument("--strategy", default="default",
-                     help="search strategy: default (tpe), tpe, gp, cmaes, random, exhaustive, cost-model (a learned "
-                     "model ranks a candidate pool, refit as results arrive), advisor (the advisor's proposals first, "
-                     "then a base strategy); see tritune bench-search for how they compare")
+                     help="search strategy: default (the learned pipeline: the cost model ranks a candidate pool "
+                     "with the advisor's opinion as one reweighted member, refit as results arrive), tpe, gp, cmaes, "
+                     "random, exhaustive, cost-model (the same without the advisor), advisor (the advisor's proposals "
+                     "first, then the cost-model search); see tritune bench-search for how they compare")
     how.add_argument("--advisor", nargs="?", const="builtin", default=None, metavar="CHECKPOINT",
                      help="seed every problem with the tensor-language-model advisor's top proposals: the checkpoint "
                      "shipped with tritune, or a directory written by `tritune advisor train`")
@@ -101,8 +109,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
     advisor, cost_model = _advisor(args.advisor), _cost_model(args.cost_model)
     backend_name, problems, default_budget, landscapes = _problems(args)
-    budget = Budget(trials=args.budget if args.budget is not None else (None if args.time_budget else default_budget),
-                    seconds=args.time_budget)
+    budget = _budget(args, default_budget)
     backend = _backend(backend_name, args, landscapes)
     if not backend.real_timing and not args.json:
         print("tritune: no CUDA GPU in use: measuring with the Triton interpreter on CPU. These CPU timings only "
@@ -131,6 +138,20 @@ def run_tune(args: argparse.Namespace) -> int:
         return 0
     _print_summary(report, args)
     return 0
+
+
+def _budget(args: argparse.Namespace, default_trials: int) -> Any:
+    """--effort, --budget and --time-budget as one Budget (see ``effort_budget``)."""
+    import dataclasses
+
+    from tritune.tuner import Budget, effort_budget
+
+    if args.effort is None and args.time_budget is not None and args.budget is None:
+        return Budget(trials=None, total_seconds=args.time_budget)  # the time alone decides
+    budget = effort_budget(args.effort or "default", args.budget or default_trials, seconds=args.time_budget)
+    if args.budget is not None and args.effort != "full":
+        budget = dataclasses.replace(budget, trials=args.budget)  # an explicit trial count wins
+    return budget
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -247,18 +268,32 @@ def _backend(name: str, args: argparse.Namespace, landscapes: list[Any]) -> Any:
 def _print_summary(report: Any, args: argparse.Namespace) -> None:
     unit = "ms" if report.real_timing else "ms (cpu)"
     rows = []
+    optimum = any(p.optimum_ms for p in report.problems)
     for p in report.problems:
         speed = p.speedup_vs_default
-        rows.append((
+        row = [
             p.problem.name, f"{p.evaluations} ({p.measured_here} new)", p.failures,
             f"{p.best_ms:.4g}" if p.best_ms is not None else "-",
             f"{speed:.2f}x" if speed else "-",
             ",".join(f"{k}={_v(v)}" for k, v in (p.best_config or {}).items()) or "-",
-            f"{p.wall_s:.0f} s", p.stopped,
-        ))
+            f"{p.wall_s:.0f} s", _time_to_best(p), p.stopped,
+        ]
+        if optimum:
+            frac = p.fraction_of_optimum
+            row.insert(4, f"{frac:.3f}" if frac is not None else "-")
+        rows.append(row)
+    header = ["problem", "trials", "failed", f"best {unit}", "vs default", "best config", "wall", "to best", "stopped"]
+    if optimum:
+        header.insert(4, "of optimum")
     print()
-    print_table(rows, ("problem", "trials", "failed", f"best {unit}", "vs default", "best config", "wall", "stopped"))
+    print_table(rows, header)
     print()
+    strategies = dict.fromkeys(f"{p.strategy} ({p.strategy_detail})" if p.strategy_detail else p.strategy
+                               for p in report.problems)
+    print(f"strategy {'; '.join(strategies)}")
+    if optimum:
+        print("of optimum: the recorded optimum of the replayed space / the best found (the space was measured "
+              "exhaustively)")
     print(f"backend {report.backend}; {report.wall_s:.0f} s in all; database {report.db_path}")
     if not report.real_timing:
         print("note: interpreter wall times on CPU, not GPU timings; stored for the cpu-interpreter fingerprint only")
@@ -267,6 +302,12 @@ def _print_summary(report: Any, args: argparse.Namespace) -> None:
         shape = " ".join(f"{k}={_v(v)}" for k, v in first.problem.spec.to_dict().items())
         db = f" --db {args.db}" if args.db else ""
         print(f"query it: tritune query --kernel {first.problem.kernel} --shape {shape}{db}")
+
+
+def _time_to_best(p: Any) -> str:
+    if p.time_to_best_s is not None:
+        return f"{p.time_to_best_s:.0f} s"
+    return "earlier run" if p.best_ms is not None else "-"
 
 
 def _v(v: Any) -> str:
