@@ -91,10 +91,15 @@ MIN_WS_TRITON = (3, 5)  # the automatic warp specialization for Hopper ("all aut
 # checked, so not allowed).
 MIN_WS_POLY_TRITON = (3, 9)
 WS_WARPS = 4  # with any other num_warps the pass leaves the loop as it is
-# maxnreg must leave this many registers per thread above the tile estimate below (addresses,
-# loop state, softmax temporaries): 128x64 tiles of head dim 128 on 8 warps estimate 128 and
-# need 182, and spill at a cap of 168 (compile tier, sm_80 and sm_90).
-MAXNREG_OVERHEAD = 64
+# maxnreg must cover MAXNREG_SCALE x the tile estimate below + MAXNREG_OVERHEAD (addresses, loop
+# state, softmax temporaries; small tiles on few warps and persistent loops carry relatively
+# more): 128x64 tiles of head dim 128 on 8 warps estimate 128 and need 182 uncapped (spilling at
+# a cap of 168); 16x64 on 2 warps estimates 64 and spills 272 B at a cap of 128; 64x64 on 8
+# warps estimates 40 and compiles to 110 under it (compile tier, sm_80 and sm_90).
+# 16x64 on 4 warps with 5 stages (estimate 32) spills 120 B at 128: hence a term per stage.
+MAXNREG_SCALE = 2
+MAXNREG_OVERHEAD = 48
+MAXNREG_PER_STAGE = 16
 EXP2_DTYPES = ("fp16", "bf16")  # the cubic's 1e-4 relative error is below their rounding only
 
 
@@ -178,10 +183,14 @@ def smem_bytes(spec: FlashAttentionSpec, values: Mapping[str, Value], arch: int 
 
 
 def registers_per_thread(spec: FlashAttentionSpec, values: Mapping[str, Value]) -> int:
-    """fp32 registers one thread needs for the accumulator, the score tile and Q (estimate)."""
+    """fp32 registers one thread needs for the accumulator, the score tile and Q (estimate).
+
+    Warp-specialized, the tile is split between two consumer partitions of ``num_warps`` warps
+    each (the producer holds no tile): 12 warps run for ``num_warps=4`` (compile tier).
+    """
     d = padded_head_dim(spec.head_dim)
     block_m, block_n = int(values["block_m"]), int(values["block_n"])
-    threads = 32 * int(values["num_warps"])
+    threads = 32 * int(values["num_warps"]) * (2 if values.get("warp_specialize") else 1)
     elt = DTYPE_BYTES[spec.dtype]
     acc = block_m * d
     scores = block_m * block_n
@@ -234,7 +243,9 @@ def knob_rules(spec: FlashAttentionSpec, hardware: Hardware) -> tuple[Constraint
         cap = int(values["maxnreg"])
         if not cap or values["warp_specialize"]:
             return None
-        need = registers_per_thread(spec, values) + MAXNREG_OVERHEAD
+        # Each extra stage keeps a tile's load addresses live; a persistent loop its tile state.
+        need = (MAXNREG_SCALE * registers_per_thread(spec, values) + MAXNREG_OVERHEAD
+                + MAXNREG_PER_STAGE * (int(values["num_stages"]) - 1) + (MAXNREG_PER_STAGE if int(values["persistent"]) else 0))
         if need > cap:
             return f"maxnreg={cap} is below the ~{need} registers per thread this tile needs: it would spill"
         return None
