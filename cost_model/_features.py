@@ -245,9 +245,10 @@ def _num(v: Any) -> float:
 
 # --- hook registry ---------------------------------------------------------------------------
 def _builtin_hooks() -> dict[str, KernelHook]:
-    from ._attention import flash_attention_features, paged_attention_features
+    from ._attention import flash_attention_features, paged_attention_features, varlen_attention_features
 
-    return {"flash_attention": flash_attention_features, "paged_attention": paged_attention_features}
+    return {"flash_attention": flash_attention_features, "paged_attention": paged_attention_features,
+            "varlen_attention": varlen_attention_features}
 
 
 _EXTRA_HOOKS: dict[str, KernelHook] = {}

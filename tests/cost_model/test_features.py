@@ -212,3 +212,45 @@ def test_real_aot_compile_of_flash_attention(tmp_path):
     assert out["cc_fits"] == 1.0
     assert 16 <= out["cc_registers"] <= 255
     assert out["cc_shared_bytes"] > 0 and 0 < out["cc_occupancy"] <= 1
+
+
+def test_varlen_attention_hook():
+    from tritune.cost_model._attention import VARLEN_NAMES
+    from tritune.cost_model._features import kernel_hook
+    from tritune.search_space import VarlenAttentionSpec
+    from tritune.search_space import varlen_attention as va_space
+
+    assert kernel_hook("varlen_attention").__name__ == "varlen_attention_features"
+    # 64 decode rows + a 100-token chunk, Llama-3 heads (G = 4), page 16
+    spec = VarlenAttentionSpec(65, 164, 100, 4096, 32, 8, 128, 16, "bf16")
+    configs = space_for(spec, H100).enumerate()
+    recs = [TuningRecord(H100, "varlen_attention", spec.to_dict(), c, 1.0, "ok", "g") for c in configs]
+    f = Featurizer.from_records("varlen_attention", recs)
+    assert set(VARLEN_NAMES) <= set(f.names)
+    x = f.transform(H100, spec.to_dict(), configs)
+    bm = np.array([c["block_m"] for c in configs])
+    pack = np.array([c["pack_gqa"] for c in configs])
+    splits = np.array([c["num_splits"] for c in configs])
+    block_q = np.where(pack, bm // 4, bm)
+    # the launcher's grid, from host values only
+    expected = (164 // block_q + 65) * np.where(pack, 8, 32) * splits
+    np.testing.assert_array_equal(column(f, x, "programs"), expected)
+    np.testing.assert_array_equal(column(f, x, "smem_est"), [va_space.smem_bytes(spec, c, arch=90) for c in configs])
+    np.testing.assert_array_equal(column(f, x, "regs_est"), [va_space.registers_per_thread(spec, c) for c in configs])
+    eff = column(f, x, "tile_efficiency")
+    assert np.all((eff > 0) & (eff <= 1))
+    # 16-row tiles: packing puts 4 query heads of a decode token into the rows (64 tokens in 64
+    # tiles + the chunk's 25), unpacked a decode token fills 1 row of 16 (64 + 7 tiles per head)
+    p16 = (bm == 16) & pack
+    u16 = (bm == 16) & ~pack
+    assert eff[p16] == pytest.approx((164 * 4) / ((64 + 25) * 16))
+    assert eff[u16] == pytest.approx(164 / ((64 + 7) * 16))
+    np.testing.assert_array_equal(column(f, x, "kv_reads_per_group"), np.where(pack, 1.0, 4.0))
+    np.testing.assert_array_equal(column(f, x, "splits"), splits)
+    assert np.all(column(f, x, "active_fraction") <= 1.0)
+    assert not np.isnan(x[:, [f.names.index(n) for n in VARLEN_NAMES]]).any()  # all known on an H100
+    # a packed-K/V (block_size 0) problem has no pages; the interpreter has no waves
+    flat = VarlenAttentionSpec(3, 30, 20, 300, 8, 8, 64, 0, "fp16", causal=False)
+    fc = space_for(flat, H100).enumerate()
+    xf = f.transform(Hardware.cpu_interpreter(), flat.to_dict(), fc)
+    assert np.all(column(f, xf, "pages_per_step") == 0.0) and np.all(np.isnan(column(f, xf, "waves")))
