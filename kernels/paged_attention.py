@@ -46,7 +46,7 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _decode_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr,
-    out_ptr, part_ptr, stats_ptr,
+    out_ptr, part_ptr, stats_ptr, counter_ptr,
     scale_log2,
     stride_qs, stride_qh,
     stride_kb, stride_kt, stride_kh,
@@ -63,6 +63,7 @@ def _decode_kernel(
     NUM_SPLITS: tl.constexpr,
     USE_DOT: tl.constexpr,  # tensor-core products (BLOCK_G >= 16) or FMA
     DOT_FP32: tl.constexpr,  # interpreter only: bf16 tl.dot is wrong there (triton#11584)
+    FOLD_COMBINE: tl.constexpr = False,  # the last split of a row merges (no second kernel)
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -159,6 +160,33 @@ def _decode_kernel(
         tl.store(part_ptr + rows[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=io_mask)
         tl.store(stats_ptr + 2 * rows, m_i, mask=g_mask)
         tl.store(stats_ptr + 2 * rows + 1, l_i, mask=g_mask)
+        if FOLD_COMBINE:
+            # The split that finishes last merges the row: every program's writes are in
+            # before its arrival (CTA barrier, then the counter's acq_rel atomic at GPU scope),
+            # and the one that sees NUM_SPLITS - 1 earlier arrivals reads them all back and
+            # resets the counter, so the buffer is ready for the next launch (graph replays too).
+            tl.debug_barrier()
+            counter = counter_ptr + seq * tl.num_programs(1) + kv_head
+            arrived = tl.atomic_add(counter, 1, sem="acq_rel")
+            if arrived == NUM_SPLITS - 1:
+                base = (seq64 * num_heads_q + heads) * NUM_SPLITS
+                m_max = tl.full([BLOCK_G], float("-inf"), tl.float32)
+                for p in range(0, NUM_SPLITS):
+                    m_max = tl.maximum(m_max, tl.load(stats_ptr + 2 * (base + p), mask=g_mask, other=float("-inf"),
+                                                      cache_modifier=".cg"))
+                num = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+                den = tl.zeros([BLOCK_G], tl.float32)
+                for p in range(0, NUM_SPLITS):
+                    w = tl.math.exp2(tl.load(stats_ptr + 2 * (base + p), mask=g_mask, other=float("-inf"),
+                                             cache_modifier=".cg") - m_max)
+                    w = tl.where(g_mask, w, 0.0)
+                    den += w * tl.load(stats_ptr + 2 * (base + p) + 1, mask=g_mask, other=0.0, cache_modifier=".cg")
+                    num += w[:, None] * tl.load(part_ptr + (base + p)[:, None] * HEAD_DIM + offs_d[None, :],
+                                                mask=io_mask, other=0.0, cache_modifier=".cg")
+                den = tl.where(g_mask, den, 1.0)
+                tl.store(out_ptr + seq64 * stride_os + heads[:, None] * stride_oh + offs_d[None, :],
+                         (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=io_mask)
+                tl.atomic_xchg(counter, 0)
 
 
 @triton.jit
@@ -192,6 +220,22 @@ def _merge_kernel(
 
 # --- launcher ---------------------------------------------------------------------------------
 
+# Arrival counters of the folded combine, one int32 per (sequence, KV head), kept zero between
+# launches by the kernel itself: allocated once per device and grown, never per launch (a
+# memset per launch would cost what folding saves, and CUDA graphs need a fixed address).
+# Launches that run concurrently on different streams must not share them.
+_COUNTERS: dict[str, torch.Tensor] = {}
+
+
+def _counters(device: torch.device, n: int) -> torch.Tensor:
+    key = str(device)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf
+
+
 def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
                  seq_lens: torch.Tensor, config: PagedAttentionConfig, *, scale: float | None = None,
                  out: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,14 +256,16 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     splits = int(config.num_splits)
     use_dot = int(config.group_block) >= 16
     dot_fp32 = use_dot and q.dtype == torch.bfloat16 and (interpreting() or q.device.type == "cpu")
+    fold = splits > 1 and bool(config.fold_combine)
     if splits > 1:
         part = torch.empty((num_seqs, heads_q, splits, head_dim), device=q.device, dtype=torch.float32)
         stats = torch.empty((num_seqs, heads_q, splits, 2), device=q.device, dtype=torch.float32)
     else:
         part = stats = out  # unused by the single-pass path
+    counters = _counters(q.device, num_seqs * heads_kv) if fold else seq_lens  # untouched unless folded
     _decode_kernel[(num_seqs, heads_kv, splits)](
         q, k_cache, v_cache, block_table, seq_lens,
-        out, part, stats,
+        out, part, stats, counters,
         float(scale) * LOG2E,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -229,10 +275,10 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         heads_q,
         GROUP=group, BLOCK_G=int(config.group_block), HEAD_DIM=head_dim, BLOCK_D=block_d,
         PAGE=page, BLOCK_N=int(config.block_n), NUM_SPLITS=splits,
-        USE_DOT=use_dot, DOT_FP32=dot_fp32,
+        USE_DOT=use_dot, DOT_FP32=dot_fp32, FOLD_COMBINE=fold,
         num_warps=int(config.num_warps), num_stages=int(config.num_stages),
     )
-    if splits > 1:
+    if splits > 1 and not fold:
         _merge_kernel[(num_seqs, heads_q)](
             part, stats, out, out.stride(0), out.stride(1), heads_q,
             NUM_SPLITS=splits, BLOCK_P=triton.next_power_of_2(splits), HEAD_DIM=head_dim, BLOCK_D=block_d,
@@ -383,33 +429,38 @@ class PagedAttentionFamily(KernelFamily):
             return Verification(False, float("inf"), 0.0, f"launch failed: {type(exc).__name__}: {exc}"[:400])
         return compare(out, ref.to(out.device), baseline)
 
-    def compile(self, spec: PagedAttentionSpec, config: PagedAttentionConfig, arch: int = 90) -> CompileReport:
-        return compile_decode(spec, config, arch)
+    def compile(self, spec: PagedAttentionSpec, config: PagedAttentionConfig, arch: int = 90, *,
+                python: str | None = None) -> CompileReport:
+        return compile_decode(spec, config, arch, python=python)
 
     def work(self, spec: PagedAttentionSpec) -> dict[str, float]:
         return {"bytes": spec.bytes_moved}
 
 
-def compile_decode(spec: PagedAttentionSpec, config: PagedAttentionConfig, arch: int = 90) -> CompileReport:
+def compile_decode(spec: PagedAttentionSpec, config: PagedAttentionConfig, arch: int = 90, *,
+                   python: str | None = None) -> CompileReport:
     """AOT-compile the decode kernel of ``config`` for ``sm_{arch}``, specialized as a real launch
     would be (16-divisible pointers and strides). The merge kernel of split configs is small and
     fixed (no tunable tiles), so the report is the decode kernel's."""
     elt = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}[spec.dtype]
     group = spec.heads_q // spec.heads_kv
     pointers = {"q_ptr": f"*{elt}", "k_ptr": f"*{elt}", "v_ptr": f"*{elt}", "table_ptr": "*i32",
-                "lens_ptr": "*i32", "out_ptr": f"*{elt}", "part_ptr": "*fp32", "stats_ptr": "*fp32"}
+                "lens_ptr": "*i32", "out_ptr": f"*{elt}", "part_ptr": "*fp32", "stats_ptr": "*fp32",
+                "counter_ptr": "*i32"}
     ints = ["stride_qs", "stride_qh", "stride_kb", "stride_kt", "stride_kh", "stride_vb", "stride_vt",
             "stride_vh", "stride_ts", "stride_os", "stride_oh", "num_heads_q"]
     constexprs = {
         "GROUP": group, "BLOCK_G": config.group_block, "HEAD_DIM": spec.head_dim,
         "BLOCK_D": padded_head_dim(spec.head_dim), "PAGE": spec.block_size, "BLOCK_N": config.block_n,
         "NUM_SPLITS": config.num_splits, "USE_DOT": config.group_block >= 16, "DOT_FP32": False,
+        "FOLD_COMBINE": bool(config.fold_combine) and config.num_splits > 1,
     }
     signature = {**pointers, "scale_log2": "fp32", **dict.fromkeys(ints, "i32"), **dict.fromkeys(constexprs, "constexpr")}
     # Strides are multiples of 16 elements whenever head_dim is (what the JIT would specialize).
     aligned = list(pointers) + ([s for s in ints if s != "num_heads_q"] if spec.head_dim % 16 == 0 else [])
     return compile_for_target(_decode_kernel, signature, constexprs, arch=arch, num_warps=config.num_warps,
-                              num_stages=config.num_stages, source_hash=source_hash(__name__), aligned=aligned)
+                              num_stages=config.num_stages, source_hash=source_hash(__name__), aligned=aligned,
+                              python=python)
 
 
 FAMILY = PagedAttentionFamily()

@@ -11,6 +11,9 @@ Parameters:
   ``>= 16`` multiplies on tensor cores (``tl.dot`` needs every dimension >= 16, so the group is
   padded to 16 rows), below 16 with FMAs on exactly ``pow2(G)`` rows.
 - ``num_warps``, ``num_stages``: launch options (``num_stages > 1`` software-pipelines the loads).
+- ``fold_combine``: with ``num_splits > 1``, the split program that finishes a row last (an
+  atomic arrival counter) merges the partial results itself, so a decode step is one launch
+  instead of two; pointless (and rejected) without splits.
 
 Constraints mirror what fails or wastes on the GPU: shared memory (the estimate is checked
 against the compiler's figure in tests/kernels/test_paged_compile.py), tl.dot shapes, register
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tritune.search_space._space import Config, Constraint, Param, SearchSpace, Value, pow2_ceil
 from tritune.search_space._specs import DTYPE_BYTES, PagedAttentionSpec
@@ -46,6 +50,14 @@ class PagedAttentionConfig(Config):
     group_block: int = 16  # rows of the query-head tile; >= 16 uses tl.dot
     num_warps: int = 4
     num_stages: int = 2
+    fold_combine: bool = False  # with splits: the last split of a row merges, no merge kernel
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PagedAttentionConfig:
+        """Records from before ``fold_combine`` existed ran the separate merge kernel."""
+        if "fold_combine" not in values and "num_splits" in values:
+            values = {**values, "fold_combine": False}
+        return super().from_dict(values)
 
 
 def padded_head_dim(head_dim: int) -> int:
@@ -130,6 +142,11 @@ def constraints(spec: PagedAttentionSpec, hardware: Hardware) -> tuple[Constrain
             return f"num_splits={splits} leaves splits without a step of {n} tokens (context {spec.context_len})"
         return None
 
+    def folding(values: Mapping[str, Value]) -> str | None:
+        if values["fold_combine"] and int(values["num_splits"]) == 1:
+            return "fold_combine merges splits: it needs num_splits > 1"
+        return None
+
     def registers(values: Mapping[str, Value]) -> str | None:
         held = values_per_thread(spec, values)
         budget = DOT_VALUES_PER_THREAD if int(values["group_block"]) >= 16 else FMA_VALUES_PER_THREAD
@@ -148,6 +165,7 @@ def constraints(spec: PagedAttentionSpec, hardware: Hardware) -> tuple[Constrain
         Constraint("dot_shapes", dot_shapes),
         Constraint("step_vs_context", step_vs_context),
         Constraint("splits_vs_context", splits_vs_context),
+        Constraint("fold_combine", folding),
         Constraint("registers", registers),
         Constraint("shared_memory", smem),
     )
@@ -162,6 +180,7 @@ def space(spec: PagedAttentionSpec, hardware: Hardware) -> SearchSpace:
             Param("group_block", GROUP_BLOCK, "rows of the query-head tile (>= 16: tl.dot)"),
             Param("num_warps", NUM_WARPS),
             Param("num_stages", NUM_STAGES),
+            Param("fold_combine", (False, True), "the last split of a row merges (one launch, no merge kernel)"),
         ),
         constraints=constraints(spec, hardware),
         default_values=default_config(spec, hardware).to_dict(),
@@ -181,7 +200,8 @@ def default_config(spec: PagedAttentionSpec, hardware: Hardware) -> PagedAttenti
     rules = constraints(spec, hardware)
     group_block = max(16, pow2_ceil(group_size(spec)))
     candidates = [
-        {"block_n": n, "num_splits": 1, "group_block": group_block, "num_warps": w, "num_stages": st}
+        {"block_n": n, "num_splits": 1, "group_block": group_block, "num_warps": w, "num_stages": st,
+         "fold_combine": False}
         for st in (2, 1) for n in (64, 32, 16) for w in (4, 8)
     ]
     values = next((c for c in candidates if all(r.check(c) is None for r in rules)), candidates[-1])
