@@ -107,6 +107,25 @@ def test_generate_decode_steps_match_sdpa(models):
     assert verdict.ok, verdict.message
 
 
+def test_generate_with_a_static_cache_matches_sdpa(models, monkeypatch):
+    # generate() builds a static cache's masks ahead and passes them back as attention_mask: the
+    # window rows must come back unchanged (not be read as a 2-D padding mask)
+    ids, mask = left_padded_batch()
+    new = 2
+    calls = count_launches(monkeypatch)
+    with torch.no_grad():
+        gen = models["tritune"].generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
+                                         output_logits=True, return_dict_in_generate=True, pad_token_id=0,
+                                         cache_implementation="static")
+        steps = torch.stack(gen.logits, dim=1)
+        full_mask = torch.cat([mask, torch.ones(3, new, dtype=mask.dtype)], dim=1)
+        ref = models["fp32"](input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1]
+        base = models["sdpa"](input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1]
+    assert calls == [True] * (2 * new)  # every layer and step ran the kernel with its window rows
+    verdict = compare(steps.to(torch.bfloat16), ref, base)
+    assert verdict.ok, verdict.message
+
+
 def test_registration_is_explicit_and_idempotent():
     for mapping in (AttentionInterface._global_mapping, AttentionMaskInterface._global_mapping):
         mapping.pop("tritune", None)
@@ -128,20 +147,20 @@ def test_mask_function_forms():
     assert integration.tritune_mask(2, 5, 5, attention_mask=torch.ones(2, 5, dtype=torch.bool)) is None
     # left padding: one (lo, hi, shift) row per sequence
     window = integration.tritune_mask(2, 5, 5, attention_mask=pad, mask_function=causal_mask_function)
-    assert window.tolist() == [[2, 5, 0], [0, 5, 0]]
+    assert integration.window_rows(window).tolist() == [[2, 5, 0], [0, 5, 0]]
     # decode step after a 4-token prefix: query position 4 sees keys <= 4
     window = integration.tritune_mask(2, 1, 5, q_offset=4, attention_mask=pad)
-    assert window.tolist() == [[2, 5, 4], [0, 5, 4]]
+    assert integration.window_rows(window).tolist() == [[2, 5, 4], [0, 5, 4]]
     # holes in the padding mask: sdpa's boolean 4-D mask
     holes = torch.tensor([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
     assert integration.tritune_mask(2, 5, 5, attention_mask=holes).shape == (2, 1, 5, 5)
     # a sliding window of 2 (key visible iff q - 2 < kv <= q): the rows get left = 1
     sliding = integration.tritune_mask(2, 5, 5, attention_mask=pad, local_size=2,
                                        mask_function=sliding_window_causal_mask_function(2))
-    assert sliding.tolist() == [[2, 5, 0, 1], [0, 5, 0, 1]]
+    assert integration.window_rows(sliding).tolist() == [[2, 5, 0, 1], [0, 5, 0, 1]]
 
 
 def test_unpadded_chunk_after_a_prefix_gets_a_window_on_the_mask_device():
     # a 3-token chunk after a 4-token prefix, no padding mask: bottom-right diagonal, shift 4
     window = integration.tritune_mask(2, 3, 7, q_offset=4, attention_mask=None, device="cpu")
-    assert window.tolist() == [[0, 7, 4], [0, 7, 4]] and window.device.type == "cpu"
+    assert integration.window_rows(window).tolist() == [[0, 7, 4], [0, 7, 4]] and window.device.type == "cpu"

@@ -132,6 +132,29 @@ def test_generate_decode_steps_match_eager(models, launches):
     assert verdict.ok, verdict.message
 
 
+@pytest.mark.parametrize("kind", ["mistral", "gemma2"])  # one mask for all layers; a dict of two
+def test_generate_with_a_static_cache(kind, launches):
+    """A static cache makes generate() build the masks ahead and hand them back to the model as
+    its attention_mask (a single tensor for Mistral, a dict per layer type for Gemma 2)."""
+    name = tritune.register_transformers()
+    ref32 = build(kind, "eager", torch.float32)
+    state = ref32.state_dict()
+    model = build(kind, name, torch.bfloat16, state)
+    ids, mask = left_padded_batch()
+    new = 2
+    with torch.no_grad():
+        gen = model.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=0, cache_implementation="static")
+        steps = torch.stack(gen.logits, dim=1)
+        assert launches == {"varlen": new * VARLEN_LAYERS[kind], "fallback": 0}
+        full_mask = torch.cat([mask, torch.ones(3, new, dtype=mask.dtype)], dim=1)
+        ref = ref32(input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1]
+        base = build(kind, "eager", torch.bfloat16, state)(input_ids=gen.sequences,
+                                                           attention_mask=full_mask).logits[:, -new - 1:-1]
+    verdict = compare(steps.to(torch.bfloat16), ref, base)
+    assert verdict.ok, verdict.message
+
+
 def test_the_window_matters_at_this_size():
     """Control: without its window the same Mistral is outside the tolerance, so the tests above
     would catch a kernel that ignored the window."""
@@ -193,8 +216,9 @@ def test_window_rows_expand_to_the_mask_they_stand_for():
     for q_length, q_offset in ((7, 0), (1, 6), (3, 4)):
         kwargs = dict(batch_size=2, q_length=q_length, kv_length=7, q_offset=q_offset, attention_mask=pad,
                       local_size=3, mask_function=sliding_window_causal_mask_function(3))
-        rows = integration.tritune_mask(**kwargs)
-        assert rows.shape == (2, 4)
+        mask = integration.tritune_mask(**kwargs)
+        assert mask.shape == (2, 1, 1, 4) and mask.dtype == torch.int32  # 4-D: transformers passes it through
+        rows = integration.window_rows(mask)
         expected = sdpa_mask(**kwargs, allow_is_causal_skip=False)
         assert torch.equal(integration.expand_window(rows, q_length, 7), expected)
 

@@ -6,7 +6,7 @@ name:
 
 - a mask function (``AttentionMaskInterface``) that turns transformers' mask pattern + 2-D
   padding mask into what the kernels understand: nothing at all for an unpadded causal batch,
-  else one int32 row per sequence ``(lo, hi, shift)``: keys ``lo <= j < hi`` are visible and
+  else one int32 row per sequence ``(lo, hi, shift)`` (shaped ``[B, 1, 1, 3]``): keys ``lo <= j < hi`` are visible and
   query i sits at position ``i + shift`` (it sees keys ``j <= i + shift``). Sliding-window layers
   (Mistral, Qwen2, Gemma 2/3, gpt-oss) get a fourth column, ``left``: query i also needs
   ``j >= i + shift - left``. That covers left padding, right padding, the empty slots of a static
@@ -89,9 +89,9 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
                  local_size: int | None = None, **kwargs: Any) -> torch.Tensor | None:
     """The mask function of ``attn_implementation="tritune"`` (transformers' mask contract).
 
-    Returns None (no padding; the attention function uses the module's causal flag), an int32
-    ``[batch, 3]`` (full attention) or ``[batch, 4]`` (sliding window) window tensor, or sdpa's
-    boolean ``[batch, 1, q, kv]`` mask as a fallback.
+    Returns None (no padding; the attention function uses the module's causal flag), the window
+    rows as an int32 ``[batch, 1, 1, 3]`` (full attention) or ``[batch, 1, 1, 4]`` (sliding
+    window) tensor, or sdpa's boolean ``[batch, 1, q, kv]`` mask as a fallback.
     """
     from transformers.masking_utils import causal_mask_function, prepare_padding_mask, sdpa_mask
     from transformers.utils.import_utils import is_tracing
@@ -108,10 +108,15 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
     else:
         window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, kind != "bidirectional",
                          kwargs.get("device"), allow_none=kind == "causal")
+        if window is None:
+            return None
         if window is not False:
             if kind == "sliding":
-                return torch.cat([window, torch.full_like(window[:, :1], left)], dim=1)
-            return window
+                window = torch.cat([window, torch.full_like(window[:, :1], left)], dim=1)
+            # 4-D, so that transformers passes it through as a prepared mask: generate() with a
+            # static cache builds the masks ahead and hands them back as the model's attention_mask,
+            # and a 2-D tensor there would be read as a padding mask.
+            return window.view(batch_size, 1, 1, window.shape[1])
         reason = "a padding mask with holes (not one run of keys per sequence)"
     _fallback_once(f"the mask function hands SDPA's 4-D mask for {reason}")
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
@@ -205,9 +210,12 @@ def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_len
     return torch.stack([lo, hi, shift_col], dim=1).contiguous()
 
 
-def _is_window(mask: Any) -> bool:
-    return (isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.dtype == torch.int32
-            and mask.shape[1] in (3, 4))
+def window_rows(mask: Any) -> torch.Tensor | None:
+    """The ``[B, 3|4]`` rows of a window mask (int32 ``[B, 1, 1, 3|4]``), None for any other mask."""
+    if (isinstance(mask, torch.Tensor) and mask.dtype == torch.int32 and mask.dim() == 4
+            and mask.shape[1:3] == (1, 1) and mask.shape[3] in (3, 4)):
+        return mask.view(mask.shape[0], mask.shape[3])
+    return None
 
 
 def expand_window(window: torch.Tensor, q_length: int, kv_length: int, left: int | None = None) -> torch.Tensor:
@@ -233,7 +241,7 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     sliding_window = kwargs.get("sliding_window")
     softcap = kwargs.get("softcap") or 0.0
     sinks = kwargs.get("s_aux")
-    window = attention_mask if _is_window(attention_mask) else None
+    window = window_rows(attention_mask)
     # The window's left edge must be a host int: the model's sliding_window argument gives it.
     left = sliding_window - 1 if sliding_window is not None else None
     varlen = left is not None or softcap > 0 or sinks is not None or (window is not None and window.shape[1] == 4)
@@ -295,8 +303,8 @@ def _torch_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
                      left: int | None, softcap: float, sinks: torch.Tensor | None,
                      kwargs: dict[str, Any]) -> tuple[torch.Tensor, None]:
     """The fallback: SDPA, or the eager math when softcap or sinks are on (SDPA has neither)."""
-    if _is_window(attention_mask):
-        attention_mask = expand_window(attention_mask, query.shape[2], key.shape[2], left)
+    if window_rows(attention_mask) is not None:
+        attention_mask = expand_window(window_rows(attention_mask), query.shape[2], key.shape[2], left)
     if not softcap and sinks is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -333,4 +341,4 @@ def _torch_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
 
 
 __all__ = ["CONTINUOUS_BATCHING", "NAME", "expand_window", "mask_pattern", "register_transformers",
-           "tritune_attention_forward", "tritune_mask"]
+           "tritune_attention_forward", "tritune_mask", "window_rows"]
