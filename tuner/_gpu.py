@@ -7,7 +7,9 @@ Pipeline for a batch of configs (see ``_pooled``):
    touching the GPU;
 3. the measure worker (the only process holding a CUDA context) takes configs as their compile
    finishes: first launch (JIT), verification against the reference on fresh random inputs, then
-   ``triton.testing.do_bench`` (CUDA events, L2 flushed before every repetition, median).
+   ``triton.testing.do_bench`` (CUDA events, L2 flushed before every repetition, median), and
+   for decode problems (``graph``) CUDA-graph replays over input copies that exceed L2, the time
+   a serving engine's captured step sees; both are kept (``extra``: time_plain_ms, time_graph_ms).
 A hang past the timeout, a segfault or an illegal address costs that config alone: the worker is
 killed or exits, and a fresh one (with a fresh CUDA context) takes the next config.
 """
@@ -42,7 +44,7 @@ class GpuBackend(PipelinedBackend):
                  compile_timeout_s: float = 180.0, measure_timeout_s: float = 120.0,
                  settings: GpuSettings | None = None, seed: int = 0,
                  measure_task: Callable[..., MeasureResult] | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, graph: bool | None = None) -> None:
         if measure_task is None:
             _require_cuda(device_index)
         if env is None:  # GPU workers run compiled kernels, whatever this process was started with
@@ -52,7 +54,8 @@ class GpuBackend(PipelinedBackend):
         self.measure_pool = WorkerPool(1, env=env, name="tritune-gpu", preload=PRELOAD)
         self.compile_timeout_s = compile_timeout_s
         self.measure_timeout_s = measure_timeout_s
-        self.measure_settings = settings or GpuSettings(device_index=device_index)
+        # graph: time CUDA-graph replays (None: for decode families only, see GpuSettings).
+        self.measure_settings = settings or GpuSettings(device_index=device_index, graph=graph)
         self.measure_task = measure_task or gpu_measure
         self.seed = seed
         # Enough configs in flight to keep the compile workers ahead of the GPU, but few enough that
