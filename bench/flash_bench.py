@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hidden = args.hidden or (64 if args.dry else 2048)
     causals = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    forced = parse_config(args.config, FlashAttentionConfig, ("split_diag", "use_tma")) if args.config else None
+    forced = parse_config(args.config, FlashAttentionConfig, ("split_diag", "use_tma", "warp_specialize")) if args.config else None
     notes: list[str] = []
     points: list[Point] = []
     plan = [(s, d, c) for d in head_dims for c in causals for s in seqs]

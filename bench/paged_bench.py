@@ -14,8 +14,10 @@ Baselines: ``sdpa_gather`` gathers each sequence's pages into contiguous K/V and
 contiguous (no gather; a reference point, not a paged kernel). Points whose tensors would not
 fit in device memory are skipped with a note. Every backend's output is checked against an fp32
 reference on sampled sequences (``tritune.kernels.compare``) before it is timed; random inputs,
-never zeros. GPU times are the median of ``triton.testing.do_bench`` (L2 flushed between runs).
-``--dry`` runs tiny shapes on CPU through the interpreter: a pipeline check, its times mean
+never zeros. GPU times are the median of ``triton.testing.do_bench`` (L2 flushed between runs)
+and, for tritune's kernel (``--graph``, on by default), the median per launch replayed from a
+CUDA graph over enough input copies to exceed L2: what a serving engine's captured decode step
+sees, without launch gaps (``graph_us``, ``graph_copy_fraction``). ``--dry`` runs tiny shapes on CPU through the interpreter: a pipeline check, its times mean
 nothing.
 """
 
@@ -33,6 +35,7 @@ from tritune.bench._common import (
     fmt,
     parse_config,
     progress,
+    graph_time_ms,
     ratio,
     time_ms,
 )
@@ -59,6 +62,12 @@ class Point:
     copy_fraction: dict[str, float | None] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     config_rule: str = ""
+    graph_us: dict[str, float | None] = field(default_factory=dict)
+    graph_copy_fraction: dict[str, float | None] = field(default_factory=dict)
+
+
+L2_EXCEED_BYTES = 256 << 20  # graph replays rotate over input copies until they exceed L2
+MAX_GRAPH_COPIES = 8
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,8 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--head-dim", type=int, help="head dim (default 128)")
     p.add_argument("--block-size", type=int, help="tokens per cache block (default 16)")
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="what to time")
+    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time tritune's kernel replayed from a CUDA graph (default on)")
     p.add_argument("--config", help="force a tritune config, e.g. block_n=64,num_splits=4,group_block=16,"
-                                    "num_warps=4,num_stages=2 (default: the runtime's tuned table)")
+                                    "num_warps=4,num_stages=2,fold_combine=1 (default: the runtime's tuned table)")
     add_run_arguments(p)
     return p.parse_args(argv)
 
@@ -97,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     head_dim = args.head_dim or base["head_dim"]
     block_size = args.block_size or base["block_size"]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    forced = parse_config(args.config, PagedAttentionConfig) if args.config else None
+    forced = parse_config(args.config, PagedAttentionConfig, ("fold_combine",)) if args.config else None
     copy_gbps = _copy_bandwidth(device, args)
     notes: list[str] = []
     points: list[Point] = []
@@ -126,6 +137,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             point.us[name] = ms * 1e3
             point.gbps[name] = point.bytes / (ms * 1e-3) / 1e9
             point.copy_fraction[name] = point.gbps[name] / copy_gbps if copy_gbps else None
+            if args.graph and name == "tritune":
+                graph_ms = _graph_ms(name, x, fn, forced, point, kv_bytes, device, args, ms)
+                if graph_ms is not None:
+                    point.graph_us[name] = graph_ms * 1e3
+                    point.graph_copy_fraction[name] = (point.bytes / (graph_ms * 1e-3) / 1e9 / copy_gbps
+                                                       if copy_gbps else None)
         points.append(point)
         del x
         if device.type == "cuda":
@@ -134,6 +151,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "paged_attention_decode",
         "bytes_formula": "2*B*ctx*Hkv*D*elt (K and V once per KV head) + 2*B*Hq*D*elt (Q and O)",
         "timing": "median of triton.testing.do_bench" if not args.dry else "wall clock, interpreter (meaningless)",
+        "graph_timing": ("median per launch of CUDA-graph replays over input copies exceeding L2"
+                         if args.graph and not args.dry else None),
         "copy_bandwidth_gbps": copy_gbps,
         "copy_bandwidth_method": "device-to-device copy of 1 GiB, 2 bytes moved per byte, do_bench median"
                                  if not args.dry else "CPU copy (meaningless)",
@@ -207,6 +226,24 @@ def _backend(name: str, x: dict[str, Any], forced: Any, point: Point, kv_bytes: 
     return (lambda: sdpa(k, v)), ""
 
 
+def _graph_ms(name: str, x: dict[str, Any], fn: Callable[[], Any], forced: Any, point: Point, kv_bytes: float,
+              device: Any, args: argparse.Namespace, estimate_ms: float) -> float | None:
+    """CUDA-graph time per launch over copies of the inputs that together exceed L2 (a batch-1
+    4k cache is 17 MB: replaying one copy would time the L2 cache). None in a dry run."""
+    if args.dry:
+        return None
+    copies = min(MAX_GRAPH_COPIES, max(1, -(-L2_EXCEED_BYTES // max(1, int(kv_bytes)))))
+    copies = max(1, min(copies, int(_memory_budget(device) // max(1.0, kv_bytes * 1.1))))
+    fns = [fn]
+    for i in range(1, copies):
+        xc = make_bench_inputs(point.batch, point.context, point.heads_q, point.heads_kv, point.head_dim,
+                               point.block_size, x["q"].dtype, device, seed=1000 + i)
+        fc, _ = _backend(name, xc, forced, point, kv_bytes, _memory_budget(device))
+        if fc is not None:
+            fns.append(fc)
+    return graph_time_ms(fns, False, rep=args.rep, estimate_ms=estimate_ms)
+
+
 def _check(fn: Callable[[], Any], x: dict[str, Any], samples: int = 3) -> tuple[bool, str]:
     """The dtype rule on sampled sequences: fp32 reference vs the same math in the input dtype."""
     import torch
@@ -259,9 +296,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Bytes = {result['bytes_formula']}; {result['timing']}. Copy bandwidth "
         f"{result['copy_bandwidth_gbps']:.0f} GB/s ({result['copy_bandwidth_method']}).",
         "",
-        "| B | ctx | Hq/Hkv | MB | tritune us | GB/s | of copy | gather+SDPA us | GB/s | SDPA (contig.) us | "
-        "speedup vs gather+SDPA | config (rule) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| B | ctx | Hq/Hkv | MB | tritune us | GB/s | of copy | graph us | of copy (graph) | gather+SDPA us | GB/s | "
+        "SDPA (contig.) us | speedup vs gather+SDPA | config (rule) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in result["points"]:
         us, gbps, frac = p["us"], p["gbps"], p["copy_fraction"]
@@ -269,6 +306,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {p['batch']} | {p['context']} | {p['heads_q']}/{p['heads_kv']} | {p['bytes'] / 1e6:.1f} | "
             f"{fmt(us.get('tritune'))} | {fmt(gbps.get('tritune'))} | {_pct(frac.get('tritune'))} | "
+            f"{fmt(p.get('graph_us', {}).get('tritune'))} | {_pct(p.get('graph_copy_fraction', {}).get('tritune'))} | "
             f"{fmt(us.get('sdpa_gather'))} | {fmt(gbps.get('sdpa_gather'))} | {fmt(us.get('sdpa_contiguous'))} | "
             f"{ratio(us.get('sdpa_gather'), us.get('tritune'))} | {cfg} ({p['config_rule']}) |")
     for note in result["notes"]:
