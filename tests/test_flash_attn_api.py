@@ -478,3 +478,9 @@ def test_imports_as_flash_attn_does():
 
     assert tritune.flash_attn.flash_attn_func is flash_attn_func
     assert callable(flash_attn_varlen_func) and callable(flash_attn_with_kvcache)
+
+
+def test_empty_query_batch():
+    q, k, v = small()
+    out, lse = fa.flash_attn_func(q[:, :0], k, v, causal=True, return_softmax_lse=True)
+    assert out.shape == (1, 0, 2, HEAD_DIM) and lse.shape == (1, 2, 0)

@@ -99,12 +99,7 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 
 def _even_cu_seqlens(batch: int, seqlen: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(0, (batch + 1) * seqlen, seqlen, dtype=torch.int32, device=device)
-
-
-def _batched_lse(lse: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
-    """``[H, B*S]`` (the op's packed layout) -> flash-attn's ``[B, H, S]``."""
-    return lse.view(lse.shape[0], batch, seqlen).permute(1, 0, 2).contiguous()
+    return torch.arange(batch + 1, dtype=torch.int32, device=device) * seqlen
 
 
 def _sinks(s_aux: torch.Tensor | None) -> torch.Tensor | None:
@@ -112,8 +107,14 @@ def _sinks(s_aux: torch.Tensor | None) -> torch.Tensor | None:
     return s_aux if s_aux is None or s_aux.dtype == torch.float32 else s_aux.float()
 
 
-def _result(out: torch.Tensor, lse: torch.Tensor | None, return_softmax_lse: bool):
-    return (out, lse) if return_softmax_lse else out
+def _batched_result(result, batch: int, seqlen_q: int):
+    """The op's packed ``out [B*Sq, H, D]`` (and ``lse [H, B*Sq]``) in flash-attn's batched layouts:
+    ``[B, Sq, H, D]`` and ``[B, H, Sq]``."""
+    if isinstance(result, tuple):
+        out, lse = result
+        lse = lse.view(lse.shape[0], batch, seqlen_q).permute(1, 0, 2).contiguous()
+        return out.view(batch, seqlen_q, *out.shape[1:]), lse
+    return result.view(batch, seqlen_q, *result.shape[1:])
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,12 +137,11 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
         raise ValueError(f"k/v batch ({k.shape[0]}/{v.shape[0]}) must equal q's batch {q.shape[0]}")
     batch, seqlen_q, heads_q, head_dim = q.shape
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
-    out, lse = varlen_attention(
+    result = varlen_attention(
         q.reshape(batch * seqlen_q, heads_q, head_dim), k, v, _even_cu_seqlens(batch, seqlen_q, q.device),
         seqlen_q, k.shape[1], causal=bool(causal), window_size=_window(window_size), softcap=_softcap(softcap),
-        alibi_slopes=alibi_slopes, sinks=_sinks(s_aux), scale=_scale(softmax_scale, head_dim), return_lse=True)
-    lse = _batched_lse(lse, batch, seqlen_q) if return_softmax_lse else None
-    return _result(out.view(batch, seqlen_q, heads_q, head_dim), lse, return_softmax_lse)
+        alibi_slopes=alibi_slopes, sinks=_sinks(s_aux), scale=_scale(softmax_scale, head_dim), return_lse=bool(return_softmax_lse))
+    return _batched_result(result, batch, seqlen_q)
 
 
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
@@ -322,13 +322,12 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         # over the sequence's own keys, which end at total whatever the left padding).
         bounds = torch.stack([starts, total, total - seqlen_q], dim=1).to(torch.int32).contiguous()
     q = _last_dim_contiguous(q)
-    out, lse = varlen_attention(
+    result = varlen_attention(
         q.reshape(batch * seqlen_q, heads_q, head_dim), keys, values, _even_cu_seqlens(batch, seqlen_q, q.device),
         seqlen_q, capacity, seqused_k=total.to(torch.int32), block_table=pages, causal=bool(causal),
         window_size=window, softcap=_softcap(softcap), alibi_slopes=alibi_slopes, sinks=_sinks(s_aux),
-        scale=_scale(softmax_scale, head_dim), kv_bounds=bounds, return_lse=True)
-    lse = _batched_lse(lse, batch, seqlen_q) if return_softmax_lse else None
-    return _result(out.view(batch, seqlen_q, heads_q, head_dim), lse, return_softmax_lse)
+        scale=_scale(softmax_scale, head_dim), kv_bounds=bounds, return_lse=bool(return_softmax_lse))
+    return _batched_result(result, batch, seqlen_q)
 
 
 def _int32_vector(t: Any, name: str, batch: int, device: torch.device) -> torch.Tensor:

@@ -290,7 +290,7 @@ def _varlen_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     if k.stride(-1) != 1:
         k, v = k.contiguous(), v.contiguous()
     q = query.transpose(1, 2).reshape(batch * q_length, heads_q, head_dim)  # a copy unless q_length == 1
-    cu_seqlens_q = torch.arange(0, (batch + 1) * q_length, q_length, dtype=torch.int32, device=query.device)
+    cu_seqlens_q = torch.arange(batch + 1, dtype=torch.int32, device=query.device) * q_length
     bounds = window[:, :3].contiguous() if window is not None else None
     out = varlen_attention(q, k, v, cu_seqlens_q, q_length, k.shape[1], kv_bounds=bounds, causal=causal,
                            window_size=(-1 if left is None else left, 0 if causal else -1), softcap=float(softcap),
