@@ -6,8 +6,9 @@ name:
 
 - a mask function (``AttentionMaskInterface``) that turns transformers' mask pattern + 2-D
   padding mask into what the kernels understand: nothing at all for an unpadded causal batch,
-  else one int32 row per sequence ``(lo, hi, shift)`` (shaped ``[B, 1, 1, 3]``): keys ``lo <= j < hi`` are visible and
-  query i sits at position ``i + shift`` (it sees keys ``j <= i + shift``). Sliding-window layers
+  else one int32 row per sequence ``(lo, hi, shift)``, shaped ``[B, 1, 1, 3]``: keys
+  ``lo <= j < hi`` are visible and query i sits at position ``i + shift`` (it sees keys
+  ``j <= i + shift``). Sliding-window layers
   (Mistral, Qwen2, Gemma 2/3, gpt-oss) get a fourth column, ``left``: query i also needs
   ``j >= i + shift - left``. That covers left padding, right padding, the empty slots of a static
   cache and sliding-window caches. Patterns with no such form (holes in the padding mask, packed
