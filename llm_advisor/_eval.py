@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tritune.llm_advisor._cache import cached_train
 from tritune.llm_advisor._options import CorpusOptions, TrainOptions
 from tritune.llm_advisor._tlm import TLMAdvisor, train
 from tritune.search_space import Landscape, config_key
@@ -92,7 +93,9 @@ def evaluate(landscapes: Sequence[Landscape], *, k: int = 10, corpus: CorpusOpti
         if progress:
             progress(f"{target.name}: training on {len(train_on)} files")
         t0 = time.perf_counter()
-        lm = train([r for land in train_on for r in land.records()], corpus=corpus, options=options)
+        records = [r for land in train_on for r in land.records()]
+        # The same records and options as a search strategy's leave-one-out model: shared cache.
+        lm = train(records, corpus=corpus, options=options) if corpus is not None else cached_train(records, options)
         t1 = time.perf_counter()
         advisor = TLMAdvisor(lm)
         proposals = advisor.propose(target.hardware, target.kernel, _problem(target), target.space, k)

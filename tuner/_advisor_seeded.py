@@ -35,12 +35,8 @@ base strategy then runs on without it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from tritune.search_space import SearchSpace, TuningRecord, Value, config_key
@@ -170,40 +166,23 @@ class AdvisorSeededStrategy(Strategy):
 
 
 def trained_advisor(records: Sequence[TuningRecord], *, options: Mapping[str, Any] | None = None) -> Any:
-    """A TLMAdvisor trained on ``records``, cached in memory and on disk by their fingerprint."""
-    from tritune.llm_advisor import TensorLM, TLMAdvisor, TrainOptions, train
+    """A TLMAdvisor trained on ``records``, cached in memory and on disk by their fingerprint
+    (``llm_advisor._cache``: shared with ``tritune advisor eval``)."""
+    from tritune.llm_advisor import TLMAdvisor, TrainOptions
+    from tritune.llm_advisor._cache import cached_train
 
     train_options = TrainOptions(**dict(options or {}))
     key = fingerprint(records, train_options)
-    if key in _TRAINED:
-        return _TRAINED[key]
-    cache = Path(os.environ.get("TRITUNE_CACHE_DIR") or Path.home() / ".cache" / "tritune") / "advisor" / key
-    lm = None
-    if (cache / "model.safetensors").exists():
-        try:
-            lm = TensorLM.load(cache)
-        except (OSError, ValueError) as exc:
-            log.warning("advisor cache %s unreadable (%s); retraining", cache, exc)
-    if lm is None:
-        log.info("training the advisor on %d records (cached as %s)", len(records), cache)
-        lm = train(records, options=train_options)
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=cache.parent))
-            lm.save(tmp)
-            tmp.replace(cache)  # atomic: a concurrent reader never sees half a checkpoint
-        except OSError as exc:
-            log.warning("could not cache the advisor in %s: %s", cache, exc)
-    _TRAINED[key] = TLMAdvisor(lm)
+    if key not in _TRAINED:
+        _TRAINED[key] = TLMAdvisor(cached_train(records, train_options))
     return _TRAINED[key]
 
 
 def fingerprint(records: Sequence[TuningRecord], options: Any) -> str:
     """Stable hash of the records and the training options (the cache key of a trained advisor)."""
-    h = hashlib.sha256(repr(dataclasses.asdict(options)).encode())
-    for r in sorted(records, key=lambda r: (r.group, config_key(r.config))):
-        h.update(f"{r.group}|{config_key(r.config)}|{r.time_ms}|{r.status}\n".encode())
-    return h.hexdigest()[:20]
+    from tritune.llm_advisor._cache import fingerprint as _fingerprint
+
+    return _fingerprint(records, options)
 
 
 # --- base strategies -------------------------------------------------------------------------

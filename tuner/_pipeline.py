@@ -176,6 +176,25 @@ class PipelineStrategy(ModelGuidedStrategy):
         self._scores = None
 
     # --- ask/tell ------------------------------------------------------------------------------
+    def _ranking(self) -> np.ndarray:
+        try:
+            return super()._ranking()
+        except Exception as exc:  # noqa: BLE001 -- e.g. a shipped model pickled by another scikit-learn
+            from tritune.cost_model import GBTCostModel
+
+            if isinstance(self.model, GBTCostModel) and not self.model.kernels:
+                raise  # already the model without training data: a real bug, not a stale file
+            log.warning("pipeline: the cost model failed to rank (%s: %s); continuing with one that learns "
+                        "from the target's measurements only", type(exc).__name__, exc)
+            self.model = GBTCostModel()
+            ctx = self.context
+            for config, time_ms in self._measured_pairs:
+                self.model.update(ctx.hardware, ctx.kernel, ctx.problem, self.space, [config], [time_ms])
+            if self.advisor_role == "prior":
+                self._set_prior([])
+            self._scores = None
+            return super()._ranking()
+
     def _learn(self, config: Mapping[str, Value], result: MeasureResult, *, given: bool = False) -> None:
         super()._learn(config, result, given=given)
         if result.status.costs_evaluation:

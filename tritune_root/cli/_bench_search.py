@@ -18,12 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "invalid and free; failed ones cost one evaluation; a config proposed twice is not measured twice. "
         "Mean and spread are over --repeats seeds; 'random' is the exact expectation of uniform random search "
         "without replacement, computed from the landscape.",
-        epilog="example: tritune bench-search --landscape data/kernel_tuner_cache/convolution_milo "
-        "--strategy default random --repeats 5 --plot bench.png")
+        epilog="examples: tritune bench-search --landscape data/kernel_tuner_cache/convolution_milo "
+        "--strategy default cost-model tpe --budget 10 20 50 --repeats 5 --ablation | "
+        "tritune bench-search --landscape data/kernel_tuner_cache/convolution_milo --strategy default random --plot "
+        "bench.png")
     p.add_argument("--landscape", nargs="+", required=True, metavar="FILE",
                    help="landscape files (.json or .json.gz) or folders of them")
     p.add_argument("--strategy", nargs="+", default=["default"],
-                   help="strategies to run: default, tpe, gp, cmaes, random, exhaustive, ... (default: default)")
+                   help="strategies to run: default (the learned pipeline), tpe, gp, cmaes, random, exhaustive, "
+                   "cost-model, advisor (default: default)")
+    p.add_argument("--ablation", action="store_true",
+                   help="also run the default pipeline without its advisor (same seeds) and report the advisor's "
+                   "share of the pipeline's gain over random search")
     p.add_argument("--budget", nargs="+", type=int, default=[10, 20, 50, 100], metavar="N",
                    help="evaluation budgets to report (default 10 20 50 100); each run goes to the largest")
     p.add_argument("--repeats", type=int, default=5, help="runs per strategy and landscape, seeds 0..R-1 (default 5)")
@@ -60,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     for s in args.strategy:
         get_strategy(s)
     landscapes = load_landscapes(args.landscape)
-    total = len(landscapes) * len(args.strategy) * args.repeats
+    arms = len(args.strategy) + (("default" not in args.strategy) + 1 if args.ablation else 0)
+    total = len(landscapes) * arms * args.repeats
     bar = None
     if not args.no_progress:
         from tqdm.auto import tqdm
@@ -68,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=total, desc="bench-search", unit="run", file=sys.stderr, dynamic_ncols=True)
     try:
         report = bench_search(landscapes, args.strategy, budgets=args.budget, repeats=args.repeats, seed=args.seed,
-                              options=_options(args.option), on_run=(lambda r: bar.update(1)) if bar else None)
+                              options=_options(args.option), on_run=(lambda r: bar.update(1)) if bar else None,
+                              ablation=args.ablation)
     finally:
         if bar is not None:
             bar.close()
@@ -97,6 +105,18 @@ def run(args: argparse.Namespace) -> int:
     mean_rows.append(["random (exact)", *(f"{m['random_expected_fraction']:.3f}" for m in means
                                           if m["strategy"] == means[0]["strategy"])])
     print_table(mean_rows, ["mean over landscapes", *(f"@{b}" for b in budgets)])
+    ablation = report.ablation()
+    if ablation:
+        print()
+        print_table([[f"@{a['budget']}", f"{a['with_advisor']:.3f}", f"{a['without_advisor']:.3f}",
+                      f"{a['random_expected_fraction']:.3f}",
+                      "-" if a["advisor_share_of_gain"] is None else f"{a['advisor_share_of_gain']:.1%}"]
+                     for a in ablation],
+                    ["ablation", "default", "default without advisor", "random (exact)", "advisor's share of the gain"])
+        print("advisor's share of the gain = (default - default without advisor) / (default - random), mean over "
+              "landscapes, same seeds")
+    from tritune.tuner import DEFAULT_STRATEGY
+
     print(f"\nfraction of optimum = optimum time / best found after N real evaluations; mean±std over "
-          f"{args.repeats} repeats")
+          f"{args.repeats} repeats; default = {DEFAULT_STRATEGY} (learned parts trained leave-one-out)")
     return 0
