@@ -15,12 +15,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print the config tritune launches for one shape on this machine's hardware, and the rule "
         "that found it: exact (tuned for this shape bucket), nearest (closest tuned bucket), builtin-* (the "
         "package's table), cross-hardware (only with --cross-hardware) or default (nothing tuned).",
-        epilog="example: tritune query --kernel flash_attention --shape B=1 Hq=32 Hkv=8 seq=2048 D=128 dtype=bf16 causal=1",
+        epilog="examples:\n"
+        "  tritune query --kernel flash_attention --shape B=1 Hq=32 Hkv=8 seq=2048 D=128 dtype=bf16 causal=1\n"
+        "  tritune query --kernel varlen_attention --shape S=65 T=576 Sq=512 ctx=4096 Hq=32 Hkv=8 D=128 "
+        "block_size=16 dtype=bf16   # 64 decode rows + a 512-token chunk",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--kernel", required=True, help="kernel family: flash_attention or paged_attention")
+    p.add_argument("--kernel", required=True, help="kernel family: flash_attention, paged_attention or varlen_attention")
     p.add_argument("--shape", nargs="+", required=True, metavar="KEY=VALUE",
                    help="problem shape; flash_attention keys: B Hq Hkv Sq Skv (or seq) D dtype causal; "
-                   "paged_attention keys: S Hq Hkv D context_len block_size dtype")
+                   "paged_attention keys: S Hq Hkv D context_len block_size dtype; varlen_attention (a serving step) "
+                   "keys: S (sequences) T (new tokens in all) Sq (most new tokens of one sequence) ctx (most keys of "
+                   "one sequence) Hq Hkv D block_size (page size, 0 = contiguous K/V) dtype kv_dtype (auto or fp8) "
+                   "causal left right (window, -1 = unbounded) softcap alibi sinks (0/1)")
     p.add_argument("--hardware", default=None, metavar="NAME",
                    help="answer for a device from the spec table (e.g. H100) or 'cpu-interpreter' instead of this "
                    "machine's; combine with --triton-version to match a fingerprint exactly")

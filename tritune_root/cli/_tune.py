@@ -13,6 +13,7 @@ _EPILOG = """examples:
   tritune tune                                   # GPU: the llama3-8b preset; no GPU: cpu-small on the interpreter
   tritune tune --kernel flash_attention --shape B=1 Hq=32 Hkv=8 seq=4096 D=128 dtype=bf16 causal=1 --budget 60
   tritune tune --model-config path/to/config.json --time-budget 120
+  tritune tune --serving --model-config path/to/config.json   # only the model's serving steps (varlen_attention)
   tritune tune --effort quick                    # the learned parts' best few configs, refined briefly
   tritune tune --effort full --time-budget 900   # until the search stops improving, at most 15 minutes
   tritune tune --strategy tpe                    # plain Optuna TPE (gp, cmaes, random, exhaustive, ...)
@@ -35,14 +36,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_argument_group("what to tune (default: a preset for this machine)")
     what.add_argument("--kernel", default="flash_attention",
-                      help="kernel family of --shape problems (default flash_attention; or paged_attention)")
+                      help="kernel family of --shape problems (default flash_attention; or paged_attention, "
+                      "varlen_attention)")
     what.add_argument("--shape", nargs="+", action="append", metavar="KEY=VALUE", default=None,
                       help="one problem shape (repeat --shape for several); flash_attention keys: B Hq Hkv Sq Skv "
-                      "(or seq) D dtype causal; paged_attention keys: S Hq Hkv D ctx block_size dtype")
+                      "(or seq) D dtype causal; paged_attention keys: S Hq Hkv D ctx block_size dtype; "
+                      "varlen_attention keys: S T Sq ctx Hq Hkv D block_size dtype kv_dtype causal left right softcap "
+                      "alibi sinks")
     what.add_argument("--preset", default=None, help="a named list of problems (see --list-presets)")
     what.add_argument("--model-config", default=None, metavar="PATH",
                       help="a transformers config.json (or its folder): prefill and decode problems from its "
-                      "heads, KV heads and head dim")
+                      "heads, KV heads and head dim, and serving steps (varlen_attention: 64 decode rows + a 512-token "
+                      "chunk, decode of 8 and 64 sequences, 8 rows of 4 speculative tokens; 4k context, page 16) for "
+                      "each kind of layer it has (sliding window, softcap, sinks)")
+    what.add_argument("--serving", action="store_true",
+                      help="serving steps only: with --model-config that model's, alone the 'serving' preset "
+                      "(Llama 3 8B heads)")
     what.add_argument("--landscape", nargs="+", default=None, metavar="FILE",
                       help="recorded landscapes (Kernel Tuner cache .json.gz): tune by replaying them")
     what.add_argument("--list-presets", action="store_true", help="list the presets and exit")
@@ -159,6 +168,9 @@ def _check_args(args: argparse.Namespace) -> None:
                                       ("--model-config", args.model_config), ("--landscape", args.landscape)) if value]
     if len(given) > 1:
         raise CLIError(f"choose one of --shape, --preset, --model-config, --landscape (got {' and '.join(given)})")
+    if args.serving and (args.shape or args.landscape or args.preset):
+        raise CLIError("--serving takes --model-config or nothing (it is the 'serving' preset alone); "
+                       "not --shape, --preset or --landscape")
     if args.budget is not None and args.budget < 1:
         raise CLIError(f"--budget {args.budget} must be at least 1")
     if args.time_budget is not None and args.time_budget <= 0:
@@ -237,9 +249,10 @@ def _problems(args: argparse.Namespace) -> tuple[str, list[Any], int, list[Any]]
         specs = [(args.kernel, parse_shape(args.kernel, [p for item in shape for p in item.replace(" ", ",").split(",") if p]))
                  for shape in args.shape]
     elif args.model_config:
-        specs = model_config_specs(args.model_config)
+        specs = model_config_specs(args.model_config, **({"include": ("serving",)} if args.serving else {}))
     else:
-        name = args.preset or (DEFAULT_GPU_PRESET if backend == "gpu" else DEFAULT_CPU_PRESET)
+        name = args.preset or ("serving" if args.serving else DEFAULT_GPU_PRESET if backend == "gpu"
+                               else DEFAULT_CPU_PRESET)
         specs = preset_specs_of(name)
         default_budget = preset(name).budget
         if preset(name).device == "gpu" and backend != "gpu":
