@@ -9,7 +9,8 @@ A sentence is ``<bos> HARDWARE <sep> PROBLEM <sep> CONFIG QUALITY``:
   slot's "unknown" word (``hw.name=?``) for the rest; training drops words to "unknown" at
   random so the model has learnt what they mean.
 - PROBLEM: the kernel name and the problem's fields (sizes as log2 buckets, flags and dtypes
-  exact).
+  exact; integers <= 0 exact too: they are sentinels such as the serving kernel's unbounded
+  window -1, its causal right window 0 and block size 0 for contiguous K/V, not sizes).
 - CONFIG: one word per parameter, in the space's parameter order (``c.block_size_x=64``).
 - QUALITY: how good the config was on that problem: ``q=0`` (the best half percent) to ``q=5``
   by rank band, ``q=fail`` (failed on the GPU), ``q=any`` (sampled, not measured).
@@ -98,6 +99,10 @@ def _field_words(prefix: str, value: Any) -> list[str]:
     if isinstance(value, Mapping):
         return [w for k in sorted(value) for w in _field_words(f"{prefix}.{k}", value[k])]
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0 and float(value).is_integer():
+            # A bucket would spell -1 and 0 alike as the unknown word (window_left=-1 means
+            # unbounded, window_right=0 causal): a choice, spelt exactly.
+            return [f"{prefix}={_fmt(value)}"]
         return [f"{prefix}~{_log2_bucket(value)}"]
     return [f"{prefix}={_fmt(value)}"]
 

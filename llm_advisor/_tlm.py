@@ -231,9 +231,11 @@ def train(records: Sequence[TuningRecord], *, corpus: CorpusOptions | None = Non
     return lm
 
 
-# Devices and shapes whose attention spaces the shipped checkpoint is pre-trained on: the grammar
-# of the two attention kernels (which values go together, what shared memory allows) before any
-# GPU measured them. Representative, not exhaustive: unseen shapes use their slots' unknown words.
+# Devices and shapes whose attention spaces the advisor is pre-trained on: the grammar of the
+# attention kernels (which values go together, what shared memory allows) before any GPU
+# measured them. Representative, not exhaustive: unseen shapes use their slots' unknown words.
+# The shipped checkpoint predates varlen_attention: it proposes that family's default first and
+# learns its words when retrained (``tritune advisor train``).
 _ATTENTION_DEVICES = ("H100", "A100", "L40S", "MI250X")
 _ATTENTION_SHAPES = {
     "flash_attention": ("B=1,Hq=32,Hkv=8,seq=2048,D=128,dtype=bf16,causal=1",
@@ -242,6 +244,13 @@ _ATTENTION_SHAPES = {
     "paged_attention": ("S=16,Hq=32,Hkv=8,D=128,ctx=4096,block_size=16,dtype=bf16",
                         "S=64,Hq=8,Hkv=1,D=64,ctx=1024,block_size=32,dtype=fp16",
                         "S=1,Hq=32,Hkv=32,D=256,ctx=32768,block_size=16,dtype=bf16"),
+    # Serving steps: 64 decode rows + a 512-token chunk, pure decode, speculative rows with a
+    # sliding window and sinks (gpt-oss style), a Gemma-2 style softcapped window on FP8 pages.
+    "varlen_attention": ("S=65,T=576,Sq=512,ctx=8192,Hq=32,Hkv=8,D=128,block_size=16,dtype=bf16",
+                         "S=8,T=8,Sq=1,ctx=4096,Hq=32,Hkv=8,D=128,block_size=16,dtype=bf16",
+                         "S=16,T=64,Sq=4,ctx=2048,Hq=64,Hkv=8,D=64,block_size=16,dtype=bf16,left=127,sinks=1",
+                         "S=4,T=1028,Sq=1024,ctx=4096,Hq=16,Hkv=8,D=256,block_size=32,dtype=bf16,"
+                         "kv_dtype=fp8,left=4095,softcap=1"),
 }
 
 

@@ -9,6 +9,7 @@ from tritune.search_space import (
     FlashAttentionSpec,
     Hardware,
     PagedAttentionSpec,
+    VarlenAttentionSpec,
     load_landscapes,
     space_for,
 )
@@ -34,6 +35,7 @@ def test_landscape_round_trip(kernel_tuner_cache, tmp_path):
 @pytest.mark.parametrize("spec", [
     FlashAttentionSpec(batch=3, heads_q=12, heads_kv=4, seq_q=300, seq_kv=777, head_dim=80, dtype="fp16", causal=True),
     PagedAttentionSpec(num_seqs=5, heads_q=8, heads_kv=2, head_dim=96, context_len=1000, block_size=32),
+    VarlenAttentionSpec(3, 5, 3, 100, 12, 4, 96, 16, "bf16", window_left=63, sinks=True),
 ])
 def test_attention_space_round_trip(spec):
     hw = Hardware.from_spec("H100")
@@ -79,3 +81,34 @@ def test_parse_config_names_the_bad_word():
         vocab.parse_config(["c.block_m=64"], space)
     with pytest.raises(ValueError, match="quality"):
         sentence(Hardware.from_spec("H100"), "k", {}, None, [], quality="q=best")
+
+
+def test_serving_problem_words_spell_sentinels_exactly():
+    """The varlen spec's window -1 (unbounded), causal right window 0 and block size 0 (contiguous
+    K/V) are choices, not sizes: exact words, distinct from each other and from sized windows."""
+    full = VarlenAttentionSpec(65, 576, 512, 8192, 32, 8, 128, 0, "bf16")
+    words = problem_words(full.kernel, full.to_dict())
+    assert {"kernel=varlen_attention", "p.window_left=-1", "p.window_right=0", "p.block_size=0", "p.kv_dtype=auto",
+            "p.softcap=0", "p.sinks=0", "p.total_q~2^9", "p.max_seqlen_q~2^9", "p.max_seqlen_k~2^13"} <= set(words)
+    windowed = VarlenAttentionSpec(8, 8, 1, 4096, 32, 8, 128, 16, "bf16", "fp8", window_left=4095, softcap=True)
+    words = problem_words(windowed.kernel, windowed.to_dict())
+    assert {"p.window_left~2^11", "p.block_size~2^4", "p.kv_dtype=fp8", "p.softcap=1"} <= set(words)
+    # flash/paged problems (all sizes positive) are spelt as before: the shipped checkpoint's words
+    assert problem_words("paged_attention", {"context_len": 4096, "block_size": 16}) == [
+        "kernel=paged_attention", "p.block_size~2^4", "p.context_len~2^12"]
+
+
+def test_attention_spaces_teach_the_serving_grammar():
+    """The serving shapes the advisor is pre-trained on (``attention_spaces``, one device here)."""
+    from tritune.llm_advisor._tlm import _ATTENTION_SHAPES
+    from tritune.search_space import spec_type
+
+    hw = Hardware.from_spec("H100")
+    specs = [spec_type("varlen_attention").parse(shape) for shape in _ATTENTION_SHAPES["varlen_attention"]]
+    assert {s.max_seqlen_q for s in specs} >= {1, 4, 512} and any(s.kv_dtype == "fp8" and s.softcap for s in specs)
+    spaces = [space_for(s, hw) for s in specs]
+    vocab = Vocabulary.build([sentence(hw, s.kernel, s.to_dict(), sp.default(), sp.names) for s, sp in zip(specs, spaces)],
+                             spaces)
+    for word in ("kernel=varlen_attention", "c.pack_gqa=1", "c.pack_gqa=0", "c.num_splits=32", "c.split_diag=0",
+                 "p.window_left=-1", "p.window_left~2^6", "p.sinks=1"):
+        assert word in vocab, word
