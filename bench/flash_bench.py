@@ -49,6 +49,7 @@ class Point:
     tflops: dict[str, float | None] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     config_rule: str = ""
+    knob_ms: dict[str, float | None] = field(default_factory=dict)  # --knobs: each variant's time
 
     @property
     def flops(self) -> float:
@@ -73,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="what to time")
     p.add_argument("--config", help="force a tritune config, e.g. block_m=128,block_n=64,num_warps=8,"
                                     "num_stages=3,split_diag=1,use_tma=1 (default: the runtime's tuned table)")
+    p.add_argument("--knobs", action="store_true",
+                   help="also time the runtime's config with each valid knob past stock Triton turned on "
+                        "(warp_specialize, exp2_poly 25/50, persistent, and WS + exp2_poly), each verified; "
+                        "'tritune' is the fastest, rule 'runtime+<knob>' (every variant's time in knob_ms)")
     p.add_argument("--search", type=int, default=0, metavar="N",
                    help="also time up to N configs of the search space per point (Hopper-minded "
                         "candidates first, then random valid ones) and report the fastest verified "
@@ -131,6 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ms = time_ms(fn, args.dry, args.warmup, args.rep)
             point.ms[name] = ms
             point.tflops[name] = point.flops / (ms * 1e-3) / 1e12
+            if name == "tritune" and args.knobs and forced is None:
+                _knobs(point, spec, q, k, v, causal, args, notes, ms)
         points.append(point)
         del q, k, v
     return {
@@ -180,8 +187,13 @@ def _backend(name: str, q, k, v, causal: bool, spec, forced, dry: bool):
 
 
 # Hopper-minded starting points for --search: (block_m, block_n, num_warps, num_stages,
-# split_diag, use_tma), as the Triton tutorial and FlashAttention-2/3 choose them.
+# split_diag, use_tma[, warp_specialize, exp2_poly, persistent, maxnreg]), as the Triton
+# tutorial and FlashAttention-2/3/4 choose them.
 SEARCH_SEEDS = (
+    # Warp-specialized (Hopper; 12 warps run for 4) and exp2-on-FMA starting points first, so a
+    # short search tries them: (..., warp_specialize, exp2_poly, persistent, maxnreg).
+    (128, 64, 4, 3, False, True, True, 0, 0, 0), (128, 128, 4, 2, False, True, True, 0, 0, 0),
+    (128, 128, 8, 3, True, False, False, 50, 0, 0), (128, 64, 4, 3, False, True, True, 50, 0, 0),
     (128, 64, 8, 3, True, True), (128, 128, 8, 3, True, True), (128, 64, 8, 3, True, False),
     (128, 128, 8, 2, True, False), (128, 64, 4, 3, True, True), (64, 64, 4, 3, True, True),
     (128, 32, 8, 4, True, True), (64, 128, 4, 3, True, True), (128, 64, 8, 4, False, True),
@@ -233,6 +245,54 @@ def _search(point: Point, spec, q, k, v, causal: bool, args: argparse.Namespace,
     point.config, point.config_rule = best[1].to_dict(), f"search best of {min(len(candidates), args.search)}"
 
 
+def knob_variants(config: Any, space: Any) -> dict[str, Any]:
+    """The runtime's ``config`` with each knob past stock Triton on, where the space allows it.
+
+    Warp specialization brings the settings it needs (descriptors, one key loop, 4 warps: see
+    the space's rule); the others change one knob.
+    """
+    ws = config.replace(warp_specialize=True, use_tma=True, split_diag=False, num_warps=4, maxnreg=0,
+                        block_m=max(64, config.block_m))
+    variants = {"ws": ws, "exp2_50": config.replace(exp2_poly=50), "exp2_25": config.replace(exp2_poly=25),
+                "persistent": config.replace(persistent=1), "ws+exp2_50": ws.replace(exp2_poly=50),
+                "ws+persistent": ws.replace(persistent=1)}
+    return {name: cfg for name, cfg in variants.items() if cfg != config and space.is_valid(cfg.to_dict())}
+
+
+def _knobs(point: Point, spec, q, k, v, causal: bool, args: argparse.Namespace, notes: list[str],
+           base_ms: float) -> None:
+    """Time ``knob_variants`` of the point's config; keep the fastest verified as 'tritune'."""
+    import torch
+    from tritune.kernels import flash_attention as fa
+    from tritune.search_space import FlashAttentionConfig, detect, space_for
+
+    base = FlashAttentionConfig.from_dict(point.config)
+    out = torch.empty_like(q)
+    inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": None}
+    best = (base_ms, base, point.config_rule)
+    for name, cfg in knob_variants(base, space_for(spec, detect(q.device))).items():
+        def fn(cfg=cfg):
+            return fa.launch(inputs, cfg, out=out)
+        try:
+            ok, message = _check(fn, q, k, v, causal)
+        except Exception as exc:  # a variant that fails to compile or launch is a note, not fatal
+            point.knob_ms[name] = None
+            notes.append(f"knob {name} S={point.seq} D={point.head_dim} causal={causal}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else ''}")
+            continue
+        if not ok:
+            point.knob_ms[name] = None
+            notes.append(f"knob {name} S={point.seq} D={point.head_dim} causal={causal}: wrong result ({message})")
+            continue
+        ms = time_ms(fn, args.dry, args.warmup, args.rep)
+        point.knob_ms[name] = ms
+        if ms < best[0]:
+            best = (ms, cfg, f"{point.config_rule}+{name}")
+    point.ms["tritune"] = best[0]
+    point.tflops["tritune"] = point.flops / (best[0] * 1e-3) / 1e12
+    point.config, point.config_rule = best[1].to_dict(), best[2]
+
+
 def _check(fn: Callable, q, k, v, causal: bool, rows: int = 128) -> tuple[bool, str]:
     """Compare ``fn``'s output on sampled query rows of two (batch, head) pairs with fp32 math."""
     import torch
@@ -265,17 +325,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"triton {env['triton']}, {env['date']}" + (" (DRY RUN: times meaningless)" if result["dry"] else ""),
         f"TFLOP/s with FLOPs = {result['flops_formula']}; {result['timing']}.",
         "",
-        "| S | B | Hq | D | causal | tritune | SDPA flash | SDPA cuDNN | vs flash | vs cuDNN | config (rule) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| S | B | Hq | D | causal | tritune | SDPA flash | SDPA cuDNN | vs flash | vs cuDNN | config (rule) | knobs ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in result["points"]:
         t = p["tflops"]
         cfg = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in p["config"].items())
+        knobs = ", ".join(f"{n} {'fail' if ms is None else f'{ms:.3f}'}" for n, ms in p.get("knob_ms", {}).items())
         lines.append(
             f"| {p['seq']} | {p['batch']} | {p['heads']} | {p['head_dim']} | {'yes' if p['causal'] else 'no'} | "
             f"{fmt(t.get('tritune'))} | {fmt(t.get('sdpa_flash'))} | {fmt(t.get('sdpa_cudnn'))} | "
             f"{ratio(t.get('tritune'), t.get('sdpa_flash'))} | {ratio(t.get('tritune'), t.get('sdpa_cudnn'))} | "
-            f"{cfg} ({p['config_rule']}) |")
+            f"{cfg} ({p['config_rule']}) | {knobs or '-'} |")
     for note in result["notes"]:
         lines.append(f"\n- {note}")
     return "\n".join(lines)

@@ -37,6 +37,18 @@ def test_dry_search_and_forced_config(tmp_path):
     assert point["config_rule"] == "forced" and point["config"]["use_tma"] is True
 
 
+def test_dry_knob_variants(tmp_path):
+    """--knobs times the runtime's config with each valid knob on (interpreter: all of them)."""
+    out_json = tmp_path / "bench.json"
+    assert flash_bench.main(["--dry", "--seqs", "64", "--causal", "yes", "--backends", "tritune", "--knobs",
+                             "--json", str(out_json), "--markdown", str(tmp_path / "b.md")]) == 0
+    (point,) = json.loads(out_json.read_text())["points"]
+    assert {"ws", "exp2_50", "exp2_25", "persistent"} <= set(point["knob_ms"])
+    assert all(ms is not None and ms > 0 for ms in point["knob_ms"].values())  # every variant verified
+    assert point["tflops"]["tritune"] > 0 and point["config_rule"].startswith("default")
+    assert "knobs ms" in (tmp_path / "b.md").read_text()
+
+
 def test_bad_config_is_a_one_line_error(capsys):
     assert flash_bench.main(["--dry", "--config", "block_m"]) == 2
     assert "error:" in capsys.readouterr().err
