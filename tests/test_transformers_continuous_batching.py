@@ -47,12 +47,17 @@ def test_generate_batch_refuses_a_custom_named_implementation():
         model.generate_batch(inputs=PROMPTS, generation_config=generation_config())
 
 
-@pytest.mark.slow
-def test_generate_batch_runs_tritune_flash_attn_as_a_hub_kernel(monkeypatch):
+def serve_as_hub_kernel(monkeypatch):
+    """Stand in for the `kernels` package: transformers' hub loader returns tritune.flash_attn."""
     import transformers.integrations.hub_kernels as hub_kernels
 
     monkeypatch.setattr(hub_kernels, "is_kernels_available", lambda *a, **k: True)
     monkeypatch.setattr(hub_kernels, "get_kernel", lambda *a, **k: tritune_flash_attn)
+
+
+@pytest.mark.slow
+def test_generate_batch_runs_tritune_flash_attn_as_a_hub_kernel(monkeypatch):
+    serve_as_hub_kernel(monkeypatch)
     launches = []
     real_launch = varlen_kernel.launch_varlen
 
@@ -86,3 +91,25 @@ def test_transformers_passes_the_serving_arguments_to_tritune_flash_attn():
     paged = _lazy_define_process_function(tritune_flash_attn.flash_attn_with_kvcache).keywords["supports_mapping"]
     assert all(paged[name] for name in ("window_size", "softcap", "s_aux", "softmax_scale", "block_table",
                                         "cache_seqlens"))
+
+
+@pytest.mark.slow
+def test_transformers_flash_path_on_a_padded_batch(monkeypatch):
+    """transformers' own flash integration (unpad, flash_attn_varlen_func, pad) on tritune.flash_attn."""
+    from tritune.kernels import compare
+
+    serve_as_hub_kernel(monkeypatch)
+    eager = tiny_llama("eager")
+    state = eager.state_dict()
+    ref32 = tiny_llama("eager", state).float()
+    model = tiny_llama("tritune/flash-attn2", state)
+    ids = torch.randint(3, 96, (2, 9), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask).logits
+        ref = ref32(input_ids=ids, attention_mask=mask).logits
+        base = eager(input_ids=ids, attention_mask=mask).logits
+    valid = mask.bool()
+    verdict = compare(out[valid], ref[valid], base[valid])
+    assert verdict.ok, verdict.message
