@@ -283,14 +283,19 @@ def vllm_backend(x: dict[str, Any], unified_attention: Callable[..., Any]) -> Ba
 # --- the check ---------------------------------------------------------------------------------
 def check(x: dict[str, Any], rows: Any, seqs: Sequence[int], sample_rows: int = 16) -> tuple[bool, str]:
     """``rows`` ([total_q, Hq, D] of ``x``) on sampled rows of ``seqs`` against the float64
-    reference, with the dtype rule (2x the error of the same math in PyTorch at that dtype).
+    reference, with the dtype rule (2x the error of the same math in PyTorch at that dtype)."""
+    return check_rows(expected_rows(x, seqs, sample_rows), rows)
+
+
+def expected_rows(x: dict[str, Any], seqs: Sequence[int], sample_rows: int = 16) -> tuple[Any, Any, Any]:
+    """(sampled row indices, float64 reference, same math in the input dtype) of ``x``'s ``seqs``:
+    computed once per batch and shared by every backend's check (the CPU reference is the slow part).
 
     Sampled: the first, middle and last decode-like sequence, and the first and last
     ``sample_rows`` query rows of every prefill chunk (its boundary rows), each as a sequence of
     its own with ``kv_bounds`` placing it in its chunk.
     """
     import torch
-    from tritune.kernels import compare
     from tritune.kernels.varlen_attention import attention_math
 
     cu = x["cu_seqlens_q"].tolist()
@@ -316,8 +321,14 @@ def check(x: dict[str, Any], rows: Any, seqs: Sequence[int], sample_rows: int = 
               "cu_seqlens_q": torch.tensor(sub_cu, dtype=torch.int32),
               "block_table": x["block_table"].index_select(0, idx), "seqused_k": x["seqused_k"].index_select(0, idx),
               "kv_bounds": torch.tensor(bounds, dtype=torch.int32), "causal": True, "scale": x["scale"]}
-    ref = attention_math(inputs, torch.float64)[0]
-    base = attention_math(inputs, x["q"].dtype)[0]
+    return take, attention_math(inputs, torch.float64)[0], attention_math(inputs, x["q"].dtype)[0]
+
+
+def check_rows(expected: tuple[Any, Any, Any], rows: Any) -> tuple[bool, str]:
+    """(ok, message) of a backend's ``rows`` against ``expected_rows``."""
+    from tritune.kernels import compare
+
+    take, ref, base = expected
     verdict = compare(rows.index_select(0, take).cpu(), ref, base)
     return verdict.ok, verdict.message or ""
 
@@ -341,6 +352,6 @@ def roof(flops: float, bytes_: float, ms: float, copy_gbps: float | None, matmul
     return floor / (ms * 1e-3), "memory" if t_mem >= t_math else "compute"
 
 
-__all__ = ["DECODE_MAX_Q", "ServingBatch", "check", "decode_contexts", "flash_backend", "load_vllm",
+__all__ = ["DECODE_MAX_Q", "ServingBatch", "check", "check_rows", "decode_contexts", "expected_rows", "flash_backend", "load_vllm",
            "make_serving_batch", "paged_backend", "roof", "sub_batch", "tritune_backend", "varlen_spec",
            "vllm_backend", "work"]

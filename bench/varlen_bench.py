@@ -46,8 +46,9 @@ from tritune.bench._common import (
 )
 from tritune.bench._varlen_backends import (
     ServingBatch,
-    check,
+    check_rows,
     decode_contexts,
+    expected_rows,
     flash_backend,
     load_vllm,
     make_serving_batch,
@@ -216,6 +217,7 @@ def _measure(batch: ServingBatch, x: dict[str, Any], make: dict[str, Any], index
         views = [c if kind == "all" else sub_batch(c, seqs) for c in copies]
         w = work(views[0])
         part = Part(kind, len(seqs), sum(views[0]["q_lens"]), w["flops"], w["bytes"])
+        expected = expected_rows(views[0], range(len(seqs)))
         backends = ["tritune"]
         if kind == "all":
             backends.append("vllm")
@@ -235,7 +237,7 @@ def _measure(batch: ServingBatch, x: dict[str, Any], make: dict[str, Any], index
             (fn, collect), config, rule = made[0]
             try:
                 fn()
-                ok, message = check(views[0], collect(), range(len(seqs)))
+                ok, message = check_rows(expected, collect())
             except Exception as exc:
                 notes.append(f"{label}: failed to run ({type(exc).__name__}: {str(exc)[:160]})")
                 continue
