@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="what to time")
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
                    help="also time tritune's kernel replayed from a CUDA graph (default on)")
+    p.add_argument("--fold", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the runtime's split config with fold_combine on, as 'tritune_fold' (default on)")
     p.add_argument("--config", help="force a tritune config, e.g. block_n=64,num_splits=4,group_block=16,"
                                     "num_warps=4,num_stages=2,fold_combine=1 (default: the runtime's tuned table)")
     add_run_arguments(p)
@@ -143,6 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     point.graph_us[name] = graph_ms * 1e3
                     point.graph_copy_fraction[name] = (point.bytes / (graph_ms * 1e-3) / 1e9 / copy_gbps
                                                        if copy_gbps else None)
+            if name == "tritune" and args.fold:
+                _fold_variant(x, point, kv_bytes, device, args, copy_gbps, notes, label)
         points.append(point)
         del x
         if device.type == "cuda":
@@ -226,6 +230,35 @@ def _backend(name: str, x: dict[str, Any], forced: Any, point: Point, kv_bytes: 
     return (lambda: sdpa(k, v)), ""
 
 
+def _fold_variant(x: dict[str, Any], point: Point, kv_bytes: float, device: Any, args: argparse.Namespace,
+                  copy_gbps: float, notes: list[str], label: str) -> None:
+    """The point's split config with ``fold_combine`` on (one launch, no merge kernel), timed
+    like 'tritune' and reported as 'tritune_fold' (configs without splits have nothing to fold)."""
+    from tritune.search_space import PagedAttentionConfig
+
+    config = PagedAttentionConfig.from_dict(point.config)
+    if config.num_splits == 1 or config.fold_combine:
+        return
+    folded = config.replace(fold_combine=True)
+    rule = point.config_rule
+    fn, _ = _backend("tritune", x, folded, point, kv_bytes, _memory_budget(device))
+    point.config, point.config_rule = config.to_dict(), rule  # the row reports the runtime's config
+    ok, message = _check(fn, x)
+    if not ok:
+        notes.append(f"tritune_fold {label}: wrong result, not timed ({message})")
+        return
+    ms = time_ms(fn, args.dry, args.warmup, args.rep)
+    point.us["tritune_fold"] = ms * 1e3
+    point.copy_fraction["tritune_fold"] = point.bytes / (ms * 1e-3) / 1e9 / copy_gbps if copy_gbps else None
+    if args.graph:
+        graph_ms = _graph_ms("tritune", x, fn, folded, point, kv_bytes, device, args, ms)
+        point.config, point.config_rule = config.to_dict(), rule
+        if graph_ms is not None:
+            point.graph_us["tritune_fold"] = graph_ms * 1e3
+            point.graph_copy_fraction["tritune_fold"] = (point.bytes / (graph_ms * 1e-3) / 1e9 / copy_gbps
+                                                         if copy_gbps else None)
+
+
 def _graph_ms(name: str, x: dict[str, Any], fn: Callable[[], Any], forced: Any, point: Point, kv_bytes: float,
               device: Any, args: argparse.Namespace, estimate_ms: float) -> float | None:
     """CUDA-graph time per launch over copies of the inputs that together exceed L2 (a batch-1
@@ -296,9 +329,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Bytes = {result['bytes_formula']}; {result['timing']}. Copy bandwidth "
         f"{result['copy_bandwidth_gbps']:.0f} GB/s ({result['copy_bandwidth_method']}).",
         "",
-        "| B | ctx | Hq/Hkv | MB | tritune us | GB/s | of copy | graph us | of copy (graph) | gather+SDPA us | GB/s | "
-        "SDPA (contig.) us | speedup vs gather+SDPA | config (rule) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| B | ctx | Hq/Hkv | MB | tritune us | GB/s | of copy | graph us | of copy (graph) | folded graph us | "
+        "of copy (folded, graph) | gather+SDPA us | GB/s | SDPA (contig.) us | speedup vs gather+SDPA | config (rule) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in result["points"]:
         us, gbps, frac = p["us"], p["gbps"], p["copy_fraction"]
@@ -307,6 +340,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {p['batch']} | {p['context']} | {p['heads_q']}/{p['heads_kv']} | {p['bytes'] / 1e6:.1f} | "
             f"{fmt(us.get('tritune'))} | {fmt(gbps.get('tritune'))} | {_pct(frac.get('tritune'))} | "
             f"{fmt(p.get('graph_us', {}).get('tritune'))} | {_pct(p.get('graph_copy_fraction', {}).get('tritune'))} | "
+            f"{fmt(p.get('graph_us', {}).get('tritune_fold') or us.get('tritune_fold'))} | "
+            f"{_pct(p.get('graph_copy_fraction', {}).get('tritune_fold') or frac.get('tritune_fold'))} | "
             f"{fmt(us.get('sdpa_gather'))} | {fmt(gbps.get('sdpa_gather'))} | {fmt(us.get('sdpa_contiguous'))} | "
             f"{ratio(us.get('sdpa_gather'), us.get('tritune'))} | {cfg} ({p['config_rule']}) |")
     for note in result["notes"]:

@@ -66,3 +66,18 @@ def test_folded_combine_compiles(arch: int, python: str | None) -> None:
     folded = PagedAttentionConfig(64, 32, 16, 4, 2, True)
     report = compile_decode(spec, folded, arch, python=python)
     assert report.ok and report.fits and report.stack_bytes == 0, report
+
+
+def test_paged_bench_times_the_folded_variant(tmp_path) -> None:
+    """paged_bench --fold (default): a split config is also timed folded, as 'tritune_fold'."""
+    import json
+
+    from tritune.bench import paged_bench
+
+    out = tmp_path / "r.json"
+    assert paged_bench.main(["--dry", "--batches", "1", "--contexts", "100", "--heads", "4/2", "--backends", "tritune",
+                             "--config", "block_n=16,num_splits=4,group_block=16,num_warps=4,num_stages=2",
+                             "--json", str(out), "--markdown", str(tmp_path / "r.md")]) == 0
+    (point,) = json.loads(out.read_text())["points"]
+    assert set(point["us"]) == {"tritune", "tritune_fold"} and point["config"]["fold_combine"] is False
+    assert point["config_rule"] == "forced" and "folded graph us" in (tmp_path / "r.md").read_text()
