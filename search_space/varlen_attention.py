@@ -54,6 +54,10 @@ MIN_DOT = 16
 # (sm_80/sm_90, tests/kernels/test_varlen_compile.py): the rest of the 255 go to addresses,
 # positions and masks.
 REGISTER_BUDGET = 176
+# Without wgmma (sm_80/86/89; small tiles on sm_90) the accumulator and Q are mma.sync
+# fragments held in registers for the whole loop: beyond this per thread the compiler spilled
+# (64-row tiles of head dim 128 on 4 warps: 360 B of stack on sm_80), below it never.
+MMA_ACC_BUDGET = 64
 FP8_MIN_ARCH = 89  # e4m3 conversions: Ada and Hopper (Triton rejects fp8e4nv on sm_80)
 
 
@@ -104,16 +108,28 @@ def smem_bytes(spec: VarlenAttentionSpec, values: Mapping[str, Value], arch: int
     return dynamic + static
 
 
-def registers_per_thread(spec: VarlenAttentionSpec, values: Mapping[str, Value]) -> int:
+def registers_per_thread(spec: VarlenAttentionSpec, values: Mapping[str, Value], arch: int = 90) -> int:
     """32-bit registers one thread holds for the tiles (estimate): the fp32 accumulator and
     scores, Q, and the K and V steps (16-bit values two to a register). The gathered K/V steps
-    pass through registers here (page-table addressing), unlike the FlashAttention template's."""
+    pass through registers here (page-table addressing), unlike the FlashAttention template's;
+    without wgmma every extra pipeline stage keeps another half step's addresses and values
+    live (fitted on sm_80: 32x64 tiles on 4 warps spilled at 4 stages, not at 2)."""
     d = padded_head_dim(spec.head_dim)
     block_m, block_n = int(values["block_m"]), int(values["block_n"])
     threads = 32 * int(values["num_warps"])
     elt = DTYPE_BYTES[spec.dtype]
-    tiles = block_m * d + block_m * block_n + (block_m * d + 2 * block_n * d) * elt // 4
+    kv = 2 * block_n * d * elt // 4
+    if not uses_wgmma(spec, values, arch):
+        kv = kv * (2 + max(0, int(values["num_stages"]) - 2)) // 2
+    tiles = block_m * d + block_m * block_n + block_m * d * elt // 4 + kv
     return tiles // threads
+
+
+def accumulator_per_thread(spec: VarlenAttentionSpec, values: Mapping[str, Value]) -> int:
+    """Registers per thread of the fp32 accumulator plus the Q fragments (16-bit, two a register)."""
+    d = padded_head_dim(spec.head_dim)
+    rows = int(values["block_m"]) * d
+    return (rows + rows * DTYPE_BYTES[spec.dtype] // 4) // (32 * int(values["num_warps"]))
 
 
 def constraints(spec: VarlenAttentionSpec, hardware: Hardware) -> tuple[Constraint, ...]:
@@ -143,7 +159,13 @@ def constraints(spec: VarlenAttentionSpec, hardware: Hardware) -> tuple[Constrai
         return None
 
     def registers(values: Mapping[str, Value]) -> str | None:
-        need = registers_per_thread(spec, values)
+        need = registers_per_thread(spec, values, arch)
+        if not uses_wgmma(spec, values, arch):
+            held = accumulator_per_thread(spec, values)
+            if held > MMA_ACC_BUDGET:
+                return (f"block_m={values['block_m']} rows x head dim {padded_head_dim(spec.head_dim)} keep ~{held} "
+                        f"accumulator and Q registers per thread on num_warps={values['num_warps']} without wgmma "
+                        f"(budget {MMA_ACC_BUDGET}); it would spill")
         if need > REGISTER_BUDGET:
             return (f"block_m={values['block_m']} x block_n={values['block_n']} x head dim "
                     f"{padded_head_dim(spec.head_dim)} needs ~{need} fp32 registers per thread with "
