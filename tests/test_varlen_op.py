@@ -75,6 +75,8 @@ def test_bad_options_name_the_argument():
         call(inputs, window_size=4)
     with pytest.raises(ValueError, match="window_size"):
         call(inputs, window_size=(4.0, -1))
+    with pytest.raises(ValueError, match="window_size"):
+        call(inputs, window_size=(-2, -1))
     with pytest.raises(ValueError, match="softcap"):
         call(inputs, softcap="30")
     with pytest.raises(ValueError, match="softcap"):

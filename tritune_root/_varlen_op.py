@@ -92,7 +92,9 @@ def _check_window(window_size: Sequence[int], causal: bool) -> tuple[int, int]:
     if (not isinstance(window_size, tuple | list) or len(window_size) != 2
             or not all(isinstance(w, int) and not isinstance(w, bool) for w in window_size)):
         raise ValueError(f"window_size={window_size!r} must be a pair of ints (left, right); -1 means unbounded")
-    left, right = (max(-1, int(w)) for w in window_size)
+    left, right = (int(w) for w in window_size)
+    if left < -1 or right < -1:
+        raise ValueError(f"window_size={tuple(window_size)!r}: each side must be >= 0, or -1 for unbounded")
     return left, 0 if causal else right
 
 
