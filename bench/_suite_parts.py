@@ -21,6 +21,7 @@ from tritune.search_space import (
     Hardware,
     PagedAttentionSpec,
     ProblemSpec,
+    VarlenAttentionSpec,
     default_config,
     detect,
     space_for,
@@ -149,7 +150,11 @@ def correctness(ctx: Any, *, configs_per_shape: int = 4) -> dict[str, Any]:
             rows.append([spec.kernel, spec.describe(), json.dumps(config, sort_keys=True), ok, err, allowed])
             if not ok:
                 failures.append({"spec": spec.to_dict(), "config": config, "message": message})
-    return _correctness_result(rows, failures, checked, complete=True)
+    # The serving kernel's mixed batches (decode + spec + chunks, strided caches, FP8, features).
+    from tritune.bench import _suite_varlen
+
+    v_rows, v_failures, v_checked, v_complete = _suite_varlen.correctness(ctx, hw)
+    return _correctness_result(rows + v_rows, failures + v_failures, checked + v_checked, complete=v_complete)
 
 
 def _correctness_result(rows: list, failures: list, checked: int, *, complete: bool) -> dict[str, Any]:
@@ -168,6 +173,11 @@ def _correctness_result(rows: list, failures: list, checked: int, *, complete: b
 # On the 2026-11-25 H100 run compiling took ~0.6 s a config (in the measuring process, before the
 # compile workers warmed Triton's cache), measuring a shape ~0.1-0.2 s.
 LANDSCAPE_GROUPS_GPU: tuple[tuple[ProblemSpec, ...], ...] = (
+    # Serving steps first (owed by issue 13), Llama-3-8B heads, page 16: the bucket of 64 decode
+    # rows at up to 8k + one 512-token chunk (tuned on its representative: 127 rows of 4 tokens +
+    # the chunk, 2400 valid configs), and pure decode of 8 sequences at 4k (912 valid configs).
+    (VarlenAttentionSpec(65, 576, 512, 8192, 32, 8, 128, 16, "bf16"),),
+    (VarlenAttentionSpec(8, 8, 1, 4096, 32, 8, 128, 16, "bf16"),),
     (FlashAttentionSpec(1, 32, 8, 4096, 4096, 128, "bf16", True),
      FlashAttentionSpec(4, 32, 8, 1024, 1024, 128, "bf16", True),
      FlashAttentionSpec(1, 32, 8, 16384, 16384, 128, "bf16", True)),
@@ -187,6 +197,7 @@ LANDSCAPE_GROUPS_GPU: tuple[tuple[ProblemSpec, ...], ...] = (
 LANDSCAPE_GROUPS_DRY: tuple[tuple[ProblemSpec, ...], ...] = (
     (FlashAttentionSpec(1, 2, 1, 32, 32, 32, "fp16", True), FlashAttentionSpec(2, 2, 1, 32, 32, 32, "fp16", True)),
     (PagedAttentionSpec(2, 2, 1, 32, 40, 16, "fp16"),),
+    (VarlenAttentionSpec(3, 6, 4, 40, 4, 2, 32, 16, "fp16"),),
 )
 DRY_CONFIGS_PER_SHAPE = 6
 ROUND = 16  # configs per group per round; the deadline is checked between shapes
@@ -487,7 +498,8 @@ def bench(ctx: Any) -> dict[str, Any]:
 
     rows, notes, complete = [], [], True
     for module_name, label in (("tritune.bench.flash_bench", "flash_attention"),
-                               ("tritune.bench.paged_bench", "paged_attention")):
+                               ("tritune.bench.paged_bench", "paged_attention"),
+                               ("tritune.bench.varlen_bench", "varlen_attention")):
         if ctx.expired(reserve_s=60):
             complete = False
             notes.append(f"{label}: skipped, budget spent")
@@ -500,7 +512,12 @@ def bench(ctx: Any) -> dict[str, Any]:
             continue
         json_path, md_path = ctx.out / f"bench_{label}.json", ctx.out / f"bench_{label}.md"
         argv = ["--json", str(json_path), "--markdown", str(md_path)] + (["--dry"] if ctx.dry else [])
-        code = module.main(argv)
+        argv += _bench_args(label, ctx)
+        try:
+            code = module.main(argv)
+        except Exception as exc:  # one benchmark's crash must not cost the others their rows
+            code = 1
+            notes.append(f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
         rows.append([label, "ok" if code == 0 else f"exit {code}", json_path.name, md_path.name])
         complete = complete and code == 0
     return {"complete": complete, "table": {"header": ["kernel", "status", "json", "markdown"], "rows": rows},
@@ -545,3 +562,40 @@ def promote_builtin(out: Any, table_path: Any = None) -> int:
     table["rows"] = sorted(rows.values(), key=lambda r: (r["kernel"], r["bucket"]))
     table_path.write_text(json.dumps(table, indent=1) + "\n")
     return added
+        if label == "varlen_attention" and code == 0:
+            notes.append(_varlen_goals(json_path))
+def _varlen_goals(path: Any) -> str:
+    """One line on the serving benchmark's owed goals: how many were met, and the range of each ratio."""
+    result = json.loads(path.read_text())
+    met = [v for b in result["batches"] for v in b["goals"]["met"].values() if v is not None]
+    parts = []
+    for key, goal in result["goals"].items():
+        values = [b["goals"][key] for b in result["batches"] if b["goals"].get(key) is not None]
+        if values:
+            parts.append(f"{key} {min(values):.2f}-{max(values):.2f}x (goal {goal}x)")
+    head = "dry run: no goal judged" if result["dry"] else f"goals met {sum(met)}/{len(met)}"
+    return f"varlen_attention: {head}; " + ("; ".join(parts) or "no ratio measured")
+
+
+def _bench_args(label: str, ctx: Any) -> list[str]:
+    """Extra arguments of one benchmark in the suite: the serving benchmark is time-bounded (it
+    starts no batch within 90 s of the deadline), reports against this run's ceilings, and uses
+    a shorter repetition time; its dry run is one mixed batch. vLLM comes from $TRITUNE_VLLM_PATH
+    (``gpu_suite --vllm-path``) or the installed package, else it is skipped with the reason.
+    The prefill benchmark also times the runtime's config with each Hopper knob on (``--knobs``:
+    warp specialization, exp2 on the FMA pipes, persistent grid; issue 15) and the decode one
+    times CUDA-graph replays and the folded combine (its defaults), both with short repetitions:
+    the sequence length is no constexpr, so each knob compiles once per (head dim, causal)."""
+    if label in ("flash_attention", "paged_attention"):
+        return [] if ctx.dry else (["--knobs"] if label == "flash_attention" else []) + ["--warmup", "10", "--rep", "40"]
+    if label != "varlen_attention":
+        return []
+    if ctx.dry:
+        return ["--batches", "mixed"]
+    args = ["--deadline-s", f"{max(10.0, ctx.remaining() - 90):.0f}", "--warmup", "10", "--rep", "50"]
+    ceil = ctx.results.get("ceilings") or {}
+    if ceil.get("copy_gbs") and ceil.get("matmul_tflops"):
+        args += ["--copy-gbps", f"{ceil['copy_gbs']:.1f}", "--matmul-tflops", f"{ceil['matmul_tflops']:.2f}"]
+    return args
+
+

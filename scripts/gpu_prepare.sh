@@ -29,11 +29,22 @@ if ! "$py" -m pip wheel -q --no-deps --no-build-isolation -w .whl . ; then
   exit 1
 fi
 ls -la .whl
+# vLLM's Triton unified_attention (the serving benchmark's baseline) is not on the GPU machine:
+# a folder of its module files taken from the vllm wheel travels with the call when it is here
+# (VLLM_TRITON_DIR, default .vllm-triton: triton_unified_attention.py, or a vllm/ tree of files).
+vllm_dir=${VLLM_TRITON_DIR:-.vllm-triton}
+carry='[".whl"]'
+vllm_arg=''
+if [ -d "$vllm_dir" ]; then
+  grep -qx "/$vllm_dir/" .git/info/exclude 2>/dev/null || echo "/$vllm_dir/" >> .git/info/exclude
+  carry="[\".whl\", \"$vllm_dir\"]"
+  vllm_arg=" --vllm-path \$R/$vllm_dir"
+else
+  echo "no $vllm_dir folder: the serving benchmark will skip vLLM's unified_attention (and say so)" >&2
+fi
+printf '\nRun on the GPU machine (carry: %s):\n\n' "$carry"
+printf '%s%s\n' 'python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && R=$PWD && cd /tmp && python3 -m tritune.bench.gpu_suite --out /tmp/tritune-suite --budget-s 540 --continue-from $R/data/gpu_runs/* --pack $OUT/suite.tar.gz' "$vllm_arg"
 cat <<'CMD'
-
-Run on the GPU machine (carry: [".whl"]):
-
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && R=$PWD && cd /tmp && python3 -m tritune.bench.gpu_suite --out /tmp/tritune-suite --budget-s 540 --continue-from $R/data/gpu_runs/* --pack $OUT/suite.tar.gz
 
 The same command again, while the machine is still warm, continues where the first stopped
 (/tmp/tritune-suite survives between calls on one machine; $OUT does not); --continue-from makes

@@ -5,7 +5,8 @@ import tarfile
 
 import pytest
 from tritune.bench import gpu_suite
-from tritune.bench._suite_parts import LANDSCAPE_GROUPS_DRY, promote_builtin
+from tritune.bench._suite_parts import LANDSCAPE_GROUPS_DRY, LANDSCAPE_GROUPS_GPU, promote_builtin
+from tritune.bench._suite_varlen import CASES_DRY, CASES_GPU
 from tritune.kernels import kernel_hash
 from tritune.search_space import FlashAttentionSpec, Hardware, Landscape, write_landscape
 
@@ -20,9 +21,17 @@ def test_dry_run_covers_every_part_and_resumes(tmp_path):
         assert data["dry"] is True and data["card"] == "cpu-interpreter"
         assert (out / f"{part}.md").read_text().startswith(f"# {part}:")
     correctness = json.loads((out / "correctness.json").read_text())
-    assert correctness["complete"] and correctness["checked"] >= 4 and correctness["failed"] == 0
+    assert correctness["complete"] and correctness["checked"] >= 6 and correctness["failed"] == 0
+    kernels = [row[0] for row in correctness["table"]["rows"]]
+    assert kernels.count("varlen_attention") >= len(CASES_DRY)  # the serving kernel's mixed batches
+    # the serving benchmark ran (dry: one mixed batch, every part, vLLM skipped with its reason)
+    varlen = json.loads((out / "bench_varlen_attention.json").read_text())
+    assert [b["name"] for b in varlen["batches"]] == ["mixed"]
+    assert set(varlen["batches"][0]["parts"]) == {"all", "decode", "prefill"}
+    assert any(n.startswith("vllm") for n in varlen["notes"])
     lands = sorted((out / "landscapes").glob("*.json.gz"))
-    assert len(lands) == sum(len(g) for g in LANDSCAPE_GROUPS_DRY) == 3
+    assert len(lands) == sum(len(g) for g in LANDSCAPE_GROUPS_DRY) == 4
+    assert any(p.name.startswith("varlen_attention__") for p in lands)
     for path in lands:
         ls = Landscape.load(path)
         assert ls.raw_meta["tritune"]["real_timing"] is False  # CPU times are marked as such
@@ -101,7 +110,7 @@ def test_cut_short_landscapes_are_partial_samples_and_a_rerun_completes_them(tmp
     assert tuning["complete"] is False and any("partial" in n for n in tuning["notes"])
 
     again = parts.landscapes(_ctx(tmp_path, checks_allowed=10**6))
-    assert again["complete"] and again["measured"] == 3 * parts.DRY_CONFIGS_PER_SHAPE
+    assert again["complete"] and again["measured"] == 4 * parts.DRY_CONFIGS_PER_SHAPE
     for f in sorted((tmp_path / "landscapes").glob("*.json.gz")):
         assert Landscape.load(f).raw_meta["tritune"]["complete"] is True
     lines = (tmp_path / "landscapes" / f"{files[0].name.removesuffix('.json.gz')}.jsonl").read_text().splitlines()
@@ -127,3 +136,55 @@ def test_continue_from_copies_earlier_measurements_once(tmp_path):
     (out / "landscapes" / "fa__h100.jsonl").write_text("newer\n")
     assert gpu_suite.continue_from(out, [tmp_path / "run1"]) == 0
     assert (out / "landscapes" / "fa__h100.jsonl").read_text() == "newer\n"
+
+
+def test_varlen_gpu_cases_and_landscapes_are_valid_serving_batches():
+    """The device-only grid is built here on meta tensors: every case makes a valid spec whose
+    default config passes its space's constraints on an H100-class card, and the cases cover
+    what the issue owes on the device (mixed rows, GQA/MQA, fp16/bf16, FP8, strided and packed
+    caches, windows, softcap, sinks, ALiBi)."""
+    from tritune.bench._suite_varlen import build
+    from tritune.search_space import default_config, space_for
+
+    hw = Hardware.from_spec("H100")
+    seen = set()
+    for case in CASES_GPU:
+        x, spec = build(case, "meta", 0)
+        assert space_for(spec, hw).is_valid(default_config(spec, hw).to_dict()), case.name
+        seen |= {f"q{min(case.q_lens)}", f"Q{max(case.q_lens)}", spec.dtype, f"g{spec.group}",
+                 "fp8" if case.fp8 else "", "vllm" if case.vllm_layout else "", "packed" if not case.block_size else "",
+                 "window" if case.window[0] >= 0 else "", "softcap" if case.softcap else "", "sinks" if case.sinks else "",
+                 f"alibi-{case.alibi}" if case.alibi else "", "split" if default_config(spec, hw).num_splits > 1 else ""}
+        assert x["q"].shape == (sum(case.q_lens), *case.heads[:1], case.head_dim)
+    assert {"q1", "fp16", "bf16", "g1", "g4", "fp8", "vllm", "packed", "window", "softcap", "sinks",
+            "alibi-heads", "alibi-batch", "split"} <= seen
+    assert any(min(c.q_lens) == 1 and max(c.q_lens) > 8 and any(1 < q <= 8 for q in c.q_lens) for c in CASES_GPU)
+    varlen = [spec for group in LANDSCAPE_GROUPS_GPU for spec in group if spec.kernel == "varlen_attention"]
+    assert {(s.num_seqs, s.max_seqlen_q) for s in varlen} == {(65, 512), (8, 1)}
+
+
+def test_the_serving_bench_is_time_bounded_and_uses_the_run_ceilings(tmp_path):
+    from tritune.bench._suite_parts import _bench_args
+
+    ctx = gpu_suite.SuiteContext(out=tmp_path, dry=False, deadline=__import__("time").monotonic() + 300,
+                                 device="cuda", card="x", date="2026-12-01")
+    ctx.results["ceilings"] = {"copy_gbs": 4300.0, "matmul_tflops": 790.0}
+    args = _bench_args("varlen_attention", ctx)
+    deadline = float(args[args.index("--deadline-s") + 1])
+    assert 190 <= deadline <= 210  # starts no batch in the last 90 s of the budget
+    assert args[args.index("--copy-gbps") + 1] == "4300.0" and args[args.index("--matmul-tflops") + 1] == "790.00"
+    assert _bench_args("flash_attention", ctx) == []
+
+
+def test_the_bench_part_summarizes_the_serving_goals(tmp_path):
+    from tritune.bench._suite_parts import _varlen_goals
+
+    def batch(vs, dec):
+        return {"goals": {"vs_vllm": vs, "decode_vs_paged": dec, "prefill_vs_flash": None,
+                          "met": {"vs_vllm": vs >= 1.0, "decode_vs_paged": dec >= 1.0, "prefill_vs_flash": None}}}
+
+    path = tmp_path / "bench_varlen_attention.json"
+    path.write_text(json.dumps({"dry": False, "goals": {"vs_vllm": 1.0, "decode_vs_paged": 1.0, "prefill_vs_flash": 0.9},
+                                "batches": [batch(1.2, 0.8), batch(0.95, 1.1)]}))
+    line = _varlen_goals(path)
+    assert line.startswith("varlen_attention: goals met 2/4;") and "vs_vllm 0.95-1.20x (goal 1.0x)" in line
