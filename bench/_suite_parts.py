@@ -519,10 +519,41 @@ def bench(ctx: Any) -> dict[str, Any]:
             code = 1
             notes.append(f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
         rows.append([label, "ok" if code == 0 else f"exit {code}", json_path.name, md_path.name])
+        if label == "varlen_attention" and code == 0:
+            notes.append(_varlen_goals(json_path))
         complete = complete and code == 0
     return {"complete": complete, "table": {"header": ["kernel", "status", "json", "markdown"], "rows": rows},
             "notes": notes + ["throughput counting and baselines: see each benchmark's markdown file"],
             "headline": ", ".join(f"{r[0]} {r[1]}" for r in rows)}
+
+
+def _varlen_goals(path: Any) -> str:
+    """One line on the serving benchmark's owed goals: how many were met, and the range of each ratio."""
+    result = json.loads(path.read_text())
+    met = [v for b in result["batches"] for v in b["goals"]["met"].values() if v is not None]
+    parts = []
+    for key, goal in result["goals"].items():
+        values = [b["goals"][key] for b in result["batches"] if b["goals"].get(key) is not None]
+        if values:
+            parts.append(f"{key} {min(values):.2f}-{max(values):.2f}x (goal {goal}x)")
+    head = "dry run: no goal judged" if result["dry"] else f"goals met {sum(met)}/{len(met)}"
+    return f"varlen_attention: {head}; " + ("; ".join(parts) or "no ratio measured")
+
+
+def _bench_args(label: str, ctx: Any) -> list[str]:
+    """Extra arguments of one benchmark in the suite: the serving benchmark is time-bounded (it
+    starts no batch within 90 s of the deadline), reports against this run's ceilings, and uses
+    a shorter repetition time; its dry run is one mixed batch. vLLM comes from $TRITUNE_VLLM_PATH
+    (``gpu_suite --vllm-path``) or the installed package, else it is skipped with the reason."""
+    if label != "varlen_attention":
+        return []
+    if ctx.dry:
+        return ["--batches", "mixed"]
+    args = ["--deadline-s", f"{max(10.0, ctx.remaining() - 90):.0f}", "--warmup", "10", "--rep", "50"]
+    ceil = ctx.results.get("ceilings") or {}
+    if ceil.get("copy_gbs") and ceil.get("matmul_tflops"):
+        args += ["--copy-gbps", f"{ceil['copy_gbs']:.1f}", "--matmul-tflops", f"{ceil['matmul_tflops']:.2f}"]
+    return args
 
 
 def promote_builtin(out: Any, table_path: Any = None) -> int:
@@ -562,40 +593,3 @@ def promote_builtin(out: Any, table_path: Any = None) -> int:
     table["rows"] = sorted(rows.values(), key=lambda r: (r["kernel"], r["bucket"]))
     table_path.write_text(json.dumps(table, indent=1) + "\n")
     return added
-        if label == "varlen_attention" and code == 0:
-            notes.append(_varlen_goals(json_path))
-def _varlen_goals(path: Any) -> str:
-    """One line on the serving benchmark's owed goals: how many were met, and the range of each ratio."""
-    result = json.loads(path.read_text())
-    met = [v for b in result["batches"] for v in b["goals"]["met"].values() if v is not None]
-    parts = []
-    for key, goal in result["goals"].items():
-        values = [b["goals"][key] for b in result["batches"] if b["goals"].get(key) is not None]
-        if values:
-            parts.append(f"{key} {min(values):.2f}-{max(values):.2f}x (goal {goal}x)")
-    head = "dry run: no goal judged" if result["dry"] else f"goals met {sum(met)}/{len(met)}"
-    return f"varlen_attention: {head}; " + ("; ".join(parts) or "no ratio measured")
-
-
-def _bench_args(label: str, ctx: Any) -> list[str]:
-    """Extra arguments of one benchmark in the suite: the serving benchmark is time-bounded (it
-    starts no batch within 90 s of the deadline), reports against this run's ceilings, and uses
-    a shorter repetition time; its dry run is one mixed batch. vLLM comes from $TRITUNE_VLLM_PATH
-    (``gpu_suite --vllm-path``) or the installed package, else it is skipped with the reason.
-    The prefill benchmark also times the runtime's config with each Hopper knob on (``--knobs``:
-    warp specialization, exp2 on the FMA pipes, persistent grid; issue 15) and the decode one
-    times CUDA-graph replays and the folded combine (its defaults), both with short repetitions:
-    the sequence length is no constexpr, so each knob compiles once per (head dim, causal)."""
-    if label in ("flash_attention", "paged_attention"):
-        return [] if ctx.dry else (["--knobs"] if label == "flash_attention" else []) + ["--warmup", "10", "--rep", "40"]
-    if label != "varlen_attention":
-        return []
-    if ctx.dry:
-        return ["--batches", "mixed"]
-    args = ["--deadline-s", f"{max(10.0, ctx.remaining() - 90):.0f}", "--warmup", "10", "--rep", "50"]
-    ceil = ctx.results.get("ceilings") or {}
-    if ceil.get("copy_gbs") and ceil.get("matmul_tflops"):
-        args += ["--copy-gbps", f"{ceil['copy_gbs']:.1f}", "--matmul-tflops", f"{ceil['matmul_tflops']:.2f}"]
-    return args
-
-
