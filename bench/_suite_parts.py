@@ -392,14 +392,25 @@ def _landscape_row(shape: _Shape) -> list[Any]:
 
 
 # --- tuning comparison -------------------------------------------------------------------------
-def tuning(ctx: Any) -> dict[str, Any]:
-    """Search on this run's landscapes: replayed strategies, then one real 60-second tuning job.
+# The owed tuning criterion (issue 16): one flash-attention and one decode problem reach 98% of the
+# exhaustive optimum of their space in under 60 s wall (compile time included) with the default
+# strategy, next to TPE and exhaustive search, all measured in the same suite run.
+LIVE_STRATEGIES = ("default", "tpe", "exhaustive")
+LIVE_BUDGET_S = 60.0
+LIVE_TARGET = 0.98
 
-    Replay: fraction of optimum after 10/20/50 evaluations for the default strategy and random
-    search (bench-search's counting), and the time exhaustive search in recording order took to
-    first hold a config within 98% of the optimum (recorded compile + measure costs).
-    Real: ``tune`` on the first recorded flash-attention shape with a 60 s wall budget (compile
-    time included), its best time against that landscape's exhaustive optimum.
+
+def tuning(ctx: Any) -> dict[str, Any]:
+    """Search on this run's landscapes: replayed strategies, then live tuning jobs against them.
+
+    Replay: fraction of optimum after 10/20/50 evaluations for the default strategy (the learned
+    pipeline, trained leave-one-out on the run's other landscapes) and random search
+    (bench-search's counting), and the time exhaustive search in recording order took to first
+    hold a config within 98% of the optimum (recorded compile + measure costs).
+    Live: for the best-covered recorded flash-attention shape and decode shape, ``tune`` with each
+    of ``LIVE_STRATEGIES`` at the default effort, a 60 s wall budget and a cold Triton cache
+    (compile time counts), stopped once it holds 98% of that landscape's optimum; the seconds it
+    took are the figure. Default runs first, so a short budget still measures the headline.
     """
     from tritune.search_space import Landscape
     from tritune.tuner import bench_search
@@ -411,70 +422,134 @@ def tuning(ctx: Any) -> dict[str, Any]:
     lands = [Landscape.load(f) for f in files]
     partial = [ls.name for ls in lands if not (ls.raw_meta.get("tritune") or {}).get("complete", True)]
     report = bench_search(lands, ["default", "random"], budgets=(10, 20, 50), repeats=1 if ctx.dry else 3, seed=0)
-    # The report labels the default strategy "default (NAME)"; the table's columns say "default".
     summary = {(r["landscape"], r["strategy"].split(" ")[0], r["budget"]): r["fraction_mean"] for r in report.summary()}
     rows = []
     for ls in lands:
         rows.append([ls.name, len(ls), ls.optimum_ms,
                      *(summary.get((ls.name, s, b)) for s in ("default", "random") for b in (20, 50)),
                      _time_to_fraction_in_order(ls, 0.98), _coverage(ls)])
-    live = _previous_live_tune(ctx) or _live_tune(ctx, lands)
+    live = _previous_live_tunes(ctx) or _live_tunes(ctx, lands)
     notes = ["fraction = optimum / best found after N evaluations (mean over repeats)",
              "exhaustive s to 98%: recorded compile + measure cost until the first config within 98% of the optimum",
              "coverage: configs measured / valid configs; a partial landscape is a uniform sample and its optimum "
              "that of the sample"]
     if partial:
         notes.append(f"{len(partial)} of {len(lands)} landscapes are partial; this part reruns when they grow")
-    if live:
-        notes.append(f"live tune ({live['budget_s']} s budget): best {live['best_ms']} ms = "
-                     f"{live['fraction']:.3f} of the exhaustive optimum, reached {live['fraction_98_at_s']} s; "
-                     f"{live['trials']} trials")
+    notes.extend(_live_note(r) for r in (live or {}).get("runs", []))
+    passed = [r for r in (live or {}).get("runs", []) if r.get("strategy") == "default" and r.get("passed")]
     return {
-        "complete": not partial, "bench_search": report.to_json(), "live_tune": live,
+        "complete": not partial, "bench_search": report.to_json(), "live_tunes": live,
         "table": {"header": ["landscape", "configs", "optimum ms", "default@20", "default@50", "random@20",
                              "random@50", "exhaustive s to 98%", "coverage"], "rows": rows},
         "notes": notes,
-        "headline": f"{len(lands)} landscapes replayed" + (f"; live tune {live['fraction']:.3f} of optimum" if live else ""),
+        "headline": f"{len(lands)} landscapes replayed"
+                    + (f"; live default tune: {len(passed)} of {len(live['targets'])} problems at 98% in "
+                       f"{LIVE_BUDGET_S:.0f} s" if live else ""),
     }
 
 
-def _previous_live_tune(ctx: Any) -> dict[str, Any] | None:
-    """An earlier call's live tune (a rerun for grown landscapes need not spend another minute)."""
+def _previous_live_tunes(ctx: Any) -> dict[str, Any] | None:
+    """An earlier call's live tunes (a rerun for grown landscapes need not spend the minutes again)."""
     try:
-        return json.loads((ctx.out / "tuning.json").read_text()).get("live_tune")
+        prior = json.loads((ctx.out / "tuning.json").read_text()).get("live_tunes")
     except (OSError, ValueError):
         return None
+    if not prior or any(r.get("skipped") for r in prior.get("runs", [])):
+        return None  # cut short before: measure again
+    return prior
 
 
-def _live_tune(ctx: Any, lands: list[Any]) -> dict[str, Any] | None:
-    """A real tuning job with a wall budget on a recorded flash-attention shape (GPU only)."""
-    from tritune.search_space import spec_from_dict
-    from tritune.tuner import Budget, GpuBackend, kernel_problem, tune
+def _live_targets(lands: list[Any]) -> list[Any]:
+    """Per attention family: the recorded shape whose space is best covered (complete first)."""
+    out = []
+    for kernel in ("flash_attention", "paged_attention"):
+        cands = [ls for ls in lands if ls.kernel == kernel and ls.spec]
+        if cands:
+            def coverage(ls: Any) -> tuple[bool, float, int]:
+                meta = ls.raw_meta.get("tritune") or {}
+                return bool(meta.get("complete")), len(ls) / max(1, meta.get("valid_configs") or len(ls)), -len(ls)
 
-    target = next((ls for ls in lands if ls.kernel == "flash_attention" and ls.spec), None)
-    if target is None or ctx.device != "cuda" or ctx.expired(reserve_s=120):
+            out.append(max(cands, key=coverage))
+    return out
+
+
+def _live_tunes(ctx: Any, lands: list[Any]) -> dict[str, Any] | None:
+    """Live tuning jobs (see ``tuning``); on the dry run, a few interpreter trials of each."""
+    targets = _live_targets(lands)
+    if not targets or (ctx.device != "cuda" and not ctx.dry):
         return None
+    runs = []
+    for strategy in LIVE_STRATEGIES:
+        for target in targets:
+            if ctx.expired(reserve_s=5 if ctx.dry else LIVE_BUDGET_S + 30):
+                runs.append({"landscape": target.name, "kernel": target.kernel, "strategy": strategy,
+                             "skipped": "budget"})
+                continue
+            runs.append(_live_run(ctx, target, strategy))
+    return {"budget_s": LIVE_BUDGET_S, "target_fraction": LIVE_TARGET, "targets": [t.name for t in targets],
+            "runs": runs}
+
+
+def _live_run(ctx: Any, target: Any, strategy: str) -> dict[str, Any]:
+    """One live ``tune`` of ``target``'s shape, stopped at 98% of its recorded optimum."""
+    import os
+    import shutil
+    import tempfile
+
+    from tritune.search_space import spec_from_dict
+    from tritune.tuner import Budget, GpuBackend, InterpreterBackend, kernel_problem, tune
+
     spec = spec_from_dict(target.kernel, target.spec)
     problem = kernel_problem(spec.kernel, spec, _hardware(ctx))
-    budget_s = 60
-    t0 = time.monotonic()
+    budget = Budget(trials=3, seconds=30) if ctx.dry else Budget(trials=None, seconds=LIVE_BUDGET_S)
+    cache, saved = tempfile.mkdtemp(prefix="tritune-live-"), os.environ.get("TRITON_CACHE_DIR")
+    os.environ["TRITON_CACHE_DIR"] = cache  # a cold cache: every config of the run is compiled in it
     timeline: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    try:
+        backend = (InterpreterBackend(workers=1, repeats=1) if ctx.dry else GpuBackend()).start()
+        started = time.monotonic()
 
-    def on_result(_problem: Any, _config: Any, result: Any) -> None:
-        if result.ok:
-            timeline.append((time.monotonic() - t0, result.time_ms))
+        def on_result(_problem: Any, _config: Any, result: Any) -> None:
+            if result.ok:
+                timeline.append((time.monotonic() - started, result.time_ms))
 
-    with GpuBackend() as backend:
-        backend.start()
-        rep = tune([problem], backend, budget=Budget(trials=None, seconds=budget_s),
-                   db=str(ctx.out / "live_tune.db"), progress=False, study_prefix=f"suite-{time.time_ns()}",
-                   on_result=on_result)
+        def reached(rep: Any) -> bool:
+            return rep.best_ms is not None and target.optimum_ms / rep.best_ms >= LIVE_TARGET
+
+        try:
+            rep = tune([problem], backend, budget=budget, strategy=strategy, db=str(ctx.out / "live_tune.db"),
+                       progress=False, study_prefix=f"suite-{strategy}-{time.time_ns()}", warm_start=False,
+                       on_result=on_result, stop_when=reached)
+            tune_s = time.monotonic() - started  # the learned parts' loading included
+        finally:
+            backend.close()
+    finally:
+        if saved is None:
+            os.environ.pop("TRITON_CACHE_DIR", None)
+        else:
+            os.environ["TRITON_CACHE_DIR"] = saved
+        shutil.rmtree(cache, ignore_errors=True)
+    p = rep.problems[0]
     best = min((t for _, t in timeline), default=None)
-    reach = next((s for s, t in timeline if target.optimum_ms / t >= 0.98), None)
-    return {"landscape": target.name, "budget_s": budget_s, "wall_s": round(time.monotonic() - t0, 1),
-            "best_ms": best, "fraction": (target.optimum_ms / best) if best else 0.0, "fraction_98_at_s": reach,
-            "trials": rep.problems[0].measured_here if rep.problems else 0,
-            "optimum_ms": target.optimum_ms}
+    # Seconds from the tune call (strategy setup, compiles and measurements) to the first config at 98%.
+    reach = next((round(s, 1) for s, t in timeline if target.optimum_ms / t >= LIVE_TARGET), None)
+    return {"landscape": target.name, "kernel": target.kernel, "strategy": strategy,
+            "strategy_detail": p.strategy_detail, "budget_s": budget.seconds, "startup_s": round(started - t0, 1),
+            "wall_s": round(tune_s, 1), "search_s": round(p.wall_s, 1), "trials": p.measured_here, "best_ms": best, "optimum_ms": target.optimum_ms,
+            "fraction": (target.optimum_ms / best) if best else 0.0, "fraction_98_at_s": reach,
+            "passed": reach is not None and reach < LIVE_BUDGET_S, "coverage": _coverage(target),
+            "stopped": p.stopped}
+
+
+def _live_note(r: dict[str, Any]) -> str:
+    if r.get("skipped"):
+        return f"live {r['strategy']} on {r['landscape']}: skipped ({r['skipped']})"
+    reach = f"98% at {r['fraction_98_at_s']} s" if r["fraction_98_at_s"] is not None else "98% not reached"
+    return (f"live {r['strategy']} on {r['landscape']} (coverage {r['coverage']}): best {r['best_ms']} ms = "
+            f"{r['fraction']:.3f} of the recorded optimum, {reach} of {r['budget_s']:.0f} s (compile included, "
+            f"{r['trials']} trials, backend start {r['startup_s']} s not counted); "
+            f"{'PASS' if r['passed'] else 'FAIL'}")
 
 
 def _coverage(ls: Any) -> str:
@@ -557,39 +632,12 @@ def _bench_args(label: str, ctx: Any) -> list[str]:
 
 
 def promote_builtin(out: Any, table_path: Any = None) -> int:
-    """Best verified config of every GPU landscape under ``out`` -> the package's built-in table.
+    """Best verified config of every GPU landscape under ``out`` -> the package's built-in table
+    (merged with its rows; ``tritune db promote data/gpu_runs`` rebuilds it from every committed run).
 
-    ``table_path`` defaults to the repository's ``tritune_root/data/builtin_tuned.json`` (run from
-    a source checkout, then commit the file). Interpreter landscapes are never promoted.
+    ``table_path`` defaults to the package's ``data/builtin_tuned.json`` (in a source checkout:
+    ``tritune_root/data``; commit the file). Interpreter landscapes are never promoted.
     """
-    from pathlib import Path
+    from tritune._builtin_table import promote_runs
 
-    from tritune.search_space import Landscape, spec_from_dict
-
-    root = Path(out)
-    files = sorted(root.rglob("*.json.gz"))
-    if table_path is None:
-        table_path = Path(__file__).resolve().parents[1] / "tritune_root" / "data" / "builtin_tuned.json"
-    table_path = Path(table_path)
-    table = json.loads(table_path.read_text()) if table_path.exists() else {"format": "tritune-best/1", "rows": []}
-    rows = {(json.dumps(r["hardware"], sort_keys=True), r["kernel"], r["kernel_hash"], r["bucket"]): r
-            for r in table.get("rows", [])}
-    added = 0
-    for f in files:
-        ls = Landscape.load(f)
-        meta = ls.raw_meta.get("tritune") or {}
-        if not meta.get("real_timing") or ls.hardware.is_interpreter or not ls.spec:
-            continue  # only GPU measurements go into the table
-        spec = spec_from_dict(ls.kernel, ls.spec)
-        best = min((e for e in ls if e.time_ms is not None), key=lambda e: e.time_ms)
-        key = (json.dumps(ls.hardware.to_dict(), sort_keys=True), ls.kernel, meta["kernel_hash"], spec.bucket().key)
-        if key in rows and rows[key]["time_ms"] <= best.time_ms:
-            continue
-        rows[key] = {"hardware": ls.hardware.to_dict(), "kernel": ls.kernel, "kernel_hash": meta["kernel_hash"],
-                     "bucket": spec.bucket().key, "spec": spec.to_dict(), "config": dict(best.values),
-                     "time_ms": best.time_ms, "backend": "gpu", "real_timing": True,
-                     "source": f"{f.name} ({meta.get('date', '?')}, {len(ls)}/{meta.get('valid_configs', len(ls))} configs)"}
-        added += 1
-    table["rows"] = sorted(rows.values(), key=lambda r: (r["kernel"], r["bucket"]))
-    table_path.write_text(json.dumps(table, indent=1) + "\n")
-    return added
+    return promote_runs([out], table_path, merge=True).changed

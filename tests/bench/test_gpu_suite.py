@@ -188,3 +188,33 @@ def test_the_bench_part_summarizes_the_serving_goals(tmp_path):
                                 "batches": [batch(1.2, 0.8), batch(0.95, 1.1)]}))
     line = _varlen_goals(path)
     assert line.startswith("varlen_attention: goals met 2/4;") and "vs_vllm 0.95-1.20x (goal 1.0x)" in line
+
+
+@pytest.mark.slow
+def test_live_tunes_time_default_tpe_and_exhaustive_on_a_flash_and_a_decode_shape(tmp_path):
+    """The owed criterion's wiring: a dry run times each strategy on one shape of each family
+    against its recorded optimum (interpreter trials here; 60 s GPU runs on the device)."""
+    from tritune.bench import _suite_parts as parts
+    from tritune.search_space import space_for
+
+    hw = Hardware.cpu_interpreter()
+    for spec in (LANDSCAPE_GROUPS_DRY[0][0], LANDSCAPE_GROUPS_DRY[1][0]):
+        space = space_for(spec, hw)
+        write_landscape(tmp_path / "landscapes" / f"{spec.kernel}.json.gz", kernel=spec.kernel,
+                        kernel_name=f"tritune_{spec.kernel}", spec=spec.to_dict(), hardware=hw,
+                        params={p.name: p.values for p in space.params},
+                        # a slow recorded optimum: any measured config holds 98% of it, so each run stops early
+                        results=[(c, 1e9, None, {}) for c in space.enumerate()[:4]],
+                        extra={"kernel_hash": kernel_hash(spec.kernel), "real_timing": False, "complete": True,
+                               "valid_configs": 4})
+    result = parts.tuning(_ctx(tmp_path, checks_allowed=10**6))
+    live = result["live_tunes"]
+    assert sorted(name.split("/")[-1] for name in live["targets"]) == ["flash_attention", "paged_attention"]
+    runs = {(r["strategy"], r["kernel"]): r for r in live["runs"]}
+    assert set(runs) == {(s, k) for s in parts.LIVE_STRATEGIES for k in ("flash_attention", "paged_attention")}
+    for r in runs.values():
+        assert r["trials"] >= 1 and r["fraction"] >= parts.LIVE_TARGET and r["passed"], r
+        assert r["stopped"] == "stop condition" and r["fraction_98_at_s"] <= r["wall_s"] + 1
+    assert runs[("default", "flash_attention")]["strategy_detail"].startswith("cost model")
+    assert sum(n.startswith("live ") for n in result["notes"]) == 6 and "problems at 98%" in result["headline"]
+    assert parts._previous_live_tunes(_ctx(tmp_path, checks_allowed=1)) is None  # nothing written yet
