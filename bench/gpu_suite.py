@@ -7,8 +7,10 @@ Parts, in priority order (``--parts`` picks some):
 
   env          card, driver, torch/triton versions
   ceilings     bf16 matmul TFLOP/s and device-to-device copy GB/s, measured in this run
-  correctness  both kernels against their references on the GPU, over a compact grid of shapes
-  bench        each kernel against its baselines (SDPA flash/cuDNN/efficient; page gather + SDPA)
+  correctness  every kernel against its reference on the GPU, over a compact grid of shapes; the
+               serving kernel on odd mixed batches (decode + spec + chunks, FP8, strided caches)
+  bench        each kernel against its baselines (SDPA flash/cuDNN/efficient; page gather + SDPA;
+               serving batches: vLLM's Triton unified_attention, our paged and flash kernels)
   landscapes   configs of each kernel on a grid of shapes in a fixed random order (any prefix is a
                uniform sample), one compile per config and shape group; compile time per config
   tuning       default vs random search replayed on the recorded landscapes; live tunes of one flash
@@ -191,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                              "this run extends instead of repeating")
     parser.add_argument("--promote", action="store_true",
                         help="write the landscapes' best configs into the package's built-in tuned table and exit")
+    parser.add_argument("--vllm-path", default=None, metavar="DIR",
+                        help="folder with vLLM's triton_unified_attention module (or a vllm/ tree of its files): the "
+                             "serving benchmark's baseline; default $TRITUNE_VLLM_PATH, else the installed vllm, "
+                             "else that baseline is skipped with the reason")
     args = parser.parse_args(argv)
     if args.promote:
         from ._suite_parts import promote_builtin
@@ -200,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = [p for p in parts if p not in PARTS]
+    if args.vllm_path:
+        os.environ["TRITUNE_VLLM_PATH"] = str(Path(args.vllm_path).resolve())  # read by varlen_bench
     if unknown:
         parser.error(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
     print(f"tritune GPU suite: python {platform.python_version()}, out={args.out}, budget {args.budget_s:.0f} s",
