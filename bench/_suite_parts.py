@@ -619,7 +619,13 @@ def _bench_args(label: str, ctx: Any) -> list[str]:
     """Extra arguments of one benchmark in the suite: the serving benchmark is time-bounded (it
     starts no batch within 90 s of the deadline), reports against this run's ceilings, and uses
     a shorter repetition time; its dry run is one mixed batch. vLLM comes from $TRITUNE_VLLM_PATH
-    (``gpu_suite --vllm-path``) or the installed package, else it is skipped with the reason."""
+    (``gpu_suite --vllm-path``) or the installed package, else it is skipped with the reason.
+    The prefill benchmark also times the runtime's config with each Hopper knob on (``--knobs``:
+    warp specialization, exp2 on the FMA pipes, persistent grid; issue 15) and the decode one
+    times CUDA-graph replays and the folded combine (its defaults), both with short repetitions:
+    the sequence length is no constexpr, so each knob compiles once per (head dim, causal)."""
+    if label in ("flash_attention", "paged_attention"):
+        return [] if ctx.dry else (["--knobs"] if label == "flash_attention" else []) + ["--warmup", "10", "--rep", "40"]
     if label != "varlen_attention":
         return []
     if ctx.dry:
