@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the side virtualenv the vLLM backend tests run in (tests/vllm): ./.venv-vllm by default.
+# Make the side virtualenv the vLLM backend tests run in (tests/vllm_backend): ./.venv-vllm by default.
 #
 # vllm 0.33 pins torch 2.14, so it never joins the main virtualenv. Its vllm.v1.attention modules
 # (backend base classes, registry, TRITON_ATTN, unified_attention) import next to the CPU torch
@@ -9,7 +9,7 @@
 # the constraints keep every install off another torch or Triton. tritune goes in editable, so
 # its vllm.general_plugins entry point is registered there.
 #
-# usage: scripts/vllm_venv.sh [DIR]          then: DIR/bin/python -m pytest tests/vllm
+# usage: scripts/vllm_venv.sh [DIR]          then: DIR/bin/python -m pytest tests/vllm_backend
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-.venv-vllm}

@@ -14,7 +14,7 @@ import pytest
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 REQUIRED = os.environ.get("TRITUNE_REQUIRE_VLLM") == "1"
 WHY = ("vllm is not installed in this interpreter: make the side virtualenv with scripts/vllm_venv.sh and run "
-       ".venv-vllm/bin/python -m pytest tests/vllm")
+       ".venv-vllm/bin/python -m pytest tests/vllm_backend")
 
 
 if REQUIRED and not HAVE_VLLM:
