@@ -73,3 +73,14 @@ def test_cli_time_budget_alone_runs_until_it_is_spent(capsys, tmp_db):
     assert main(argv) == 0
     data = json.loads(capsys.readouterr().out)["problems"][0]
     assert data["stopped"] == "time budget" and data["evaluations"] >= 1  # no trial cap ended it
+
+
+def test_bench_search_ablation_table(capsys):
+    argv = ["bench-search", "--landscape", str(CONV / "A4000.json.gz"), "--strategy", "random", "--ablation",
+            "--budget", "2", "3", "--repeats", "1", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "default-no-advisor" in out and "advisor's share of the gain" in out and "default = pipeline" in out
+    assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["default_strategy"] == "pipeline" and [a["budget"] for a in data["ablation"]] == [2, 3]
