@@ -33,6 +33,10 @@ ls -la .whl
 # a folder of its module files taken from the vllm wheel travels with the call when it is here
 # (VLLM_TRITON_DIR, default .vllm-triton: triton_unified_attention.py, or a vllm/ tree of files).
 vllm_dir=${VLLM_TRITON_DIR:-.vllm-triton}
+if [ ! -d "$vllm_dir" ]; then  # take it out of the vllm wheel (a download; nothing of vLLM is committed)
+  PYTHON="$py" bash scripts/vllm_triton_extract.sh "$vllm_dir" >&2 \
+    || echo "scripts/vllm_triton_extract.sh failed: no $vllm_dir" >&2
+fi
 carry='[".whl"]'
 vllm_arg=''
 if [ -d "$vllm_dir" ]; then

@@ -32,11 +32,13 @@ if [ -z "$wheel" ]; then
 fi
 "$py" -m zipfile -e "$wheel" "$scratch/tree" >/dev/null 2>&1 || true
 [ -d "$scratch/tree/vllm" ] || { echo "could not unpack $wheel" >&2; exit 1; }
-rm -rf "$dest"
-mkdir -p "$dest"
-TRITON_INTERPRET=1 PYTHONPATH="$scratch/tree" "$py" - "$scratch/tree" "$dest" "$wheel" <<'PY'
+# Built in the scratch folder and moved into place only when it imports: a failed run leaves no
+# half folder for gpu_prepare.sh to send.
+out="$scratch/out"
+mkdir -p "$out"
+TRITON_INTERPRET=1 PYTHONPATH="$scratch/tree" "$py" - "$scratch/tree" "$out" "$wheel" "$dest" <<'PY'
 import hashlib, importlib, os, shutil, sys
-tree, dest, wheel = sys.argv[1:4]
+tree, dest, wheel, label = sys.argv[1:5]
 import vllm.v1.attention.ops.triton_unified_attention as ua  # noqa: F401
 try:  # TRITON_ATTN's cache write: it reaches vllm.distributed (psutil, ...), absent on a bare image
     import vllm.v1.attention.ops.triton_reshape_and_cache_flash  # noqa: F401
@@ -72,8 +74,10 @@ with open(os.path.join(dest, "MANIFEST.txt"), "w") as f:
     f.write(f"from {os.path.basename(wheel)} sha256 {digest}\n")
     f.write("import: vllm.v1.attention.ops.triton_unified_attention (unified_attention)\n")
     f.write("\n".join(sorted(files)) + "\n")
-print(f"{dest}: {len(files)} vllm module files from {os.path.basename(wheel)}")
+print(f"{label}: {len(files)} vllm module files from {os.path.basename(wheel)}")
 PY
 # The copy imports on its own (no scratch tree on the path), as it will on the GPU machine.
-TRITON_INTERPRET=1 PYTHONPATH="$dest" "$py" -c "from vllm.v1.attention.ops.triton_unified_attention import unified_attention; print('unified_attention imports from', '$dest')"
-du -sh "$dest"
+TRITON_INTERPRET=1 PYTHONPATH="$out" "$py" -c "from vllm.v1.attention.ops.triton_unified_attention import unified_attention" 2>/dev/null
+rm -rf "$dest"
+mv "$out" "$dest"
+echo "unified_attention imports from $dest ($(du -sh "$dest" | cut -f1))"
