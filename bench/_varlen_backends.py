@@ -217,8 +217,9 @@ def flash_backend(x: dict[str, Any]) -> tuple[Backend, dict[str, Any], str]:
 
 def load_vllm(path: str | None) -> tuple[Callable[..., Any] | None, str]:
     """vLLM's ``unified_attention``: from ``path`` (a folder holding the module file
-    ``triton_unified_attention.py``, or a ``vllm/`` tree of vLLM's module files), else from the
-    installed vllm package. (None, why) when it cannot be imported."""
+    ``triton_unified_attention.py``, or a ``vllm/`` tree of vLLM's module files as
+    scripts/vllm_triton_extract.sh writes ``.vllm-triton``, loaded as bench/vllm_bench.py loads
+    it), else from the installed vllm package. (None, why) when it cannot be imported."""
     errors = []
     if path and (Path(path) / "triton_unified_attention.py").is_file():
         file = Path(path) / "triton_unified_attention.py"
@@ -229,9 +230,19 @@ def load_vllm(path: str | None) -> tuple[Callable[..., Any] | None, str]:
             return module.unified_attention, f"{file}"
         except Exception as exc:  # a partial vllm raises more than ImportError
             errors.append(f"{file}: {type(exc).__name__}: {_first_line(exc)}")
-    elif path:
-        sys.path.insert(0, path)
-    for name in VLLM_MODULES:
+    else:
+        try:  # the loader of bench/vllm_bench.py: a bare vllm/ tree (scripts/vllm_triton_extract.sh)
+            from tritune.bench.vllm_bench import load_vllm_ops  # needs vLLM's platform pinned first
+        except ImportError:
+            load_vllm_ops = None
+        if load_vllm_ops is not None:
+            fn, _, where = load_vllm_ops(path)
+            if fn is not None:
+                return fn, where
+            errors.append(where)
+        elif path:
+            sys.path.insert(0, path)
+    for name in VLLM_MODULES if not errors else ():
         try:
             module = importlib.import_module(name)
         except Exception as exc:

@@ -128,7 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="what to time")
     p.add_argument("--vllm-path", default=os.environ.get("TRITUNE_VLLM_PATH"), metavar="DIR",
                    help="folder to import vLLM's triton_unified_attention from (a vllm/ tree of its module files, "
-                        "or the module file itself); default $TRITUNE_VLLM_PATH, else the installed vllm package")
+                        "as scripts/vllm_triton_extract.sh writes .vllm-triton, or the module file itself); "
+                        "default $TRITUNE_VLLM_PATH, else the installed vllm package")
     p.add_argument("--config", help="force a tritune config, e.g. block_m=16,block_n=64,pack_gqa=1,num_splits=4,"
                                     "split_diag=1,num_warps=4,num_stages=2 (default: the runtime's tuned table)")
     p.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph replay timing")
