@@ -238,7 +238,7 @@ def load_vllm(path: str | None) -> tuple[Callable[..., Any] | None, str]:
         if load_vllm_ops is not None:
             fn, _, where = load_vllm_ops(path)
             if fn is not None:
-                return fn, where
+                return fn, where.split(" (its cache write")[0]  # the cache write is vllm_bench's concern
             errors.append(where)
         elif path:
             sys.path.insert(0, path)
