@@ -4,7 +4,8 @@ Plugin -> registry -> backend class; the metadata builder over a ``CommonAttenti
 of a mixed step; the cache write through ``slot_mapping`` into a strided vLLM-layout cache; and
 ``forward`` against vLLM's own TRITON_ATTN implementation on the same cache and metadata (fp16:
 vLLM's kernel multiplies bf16 ``tl.dot`` operands as raw bits under the interpreter), and
-against tritune's float64 reference (fp16 and bf16), for MHA, GQA and a sliding-window layer.
+against tritune's float64 reference (fp16 and bf16), for MHA, GQA, a sliding-window layer, and
+layers with ALiBi slopes, logit soft-capping, and sinks on a sliding window.
 """
 
 from types import SimpleNamespace
@@ -19,11 +20,18 @@ from _vllm_batches import DECODE, MIXED, make_step, write_reference  # noqa: E40
 from tritune.integrations.vllm import BACKEND_PATH, NAME, register  # noqa: E402
 from tritune.kernels.varlen_attention import reference_attention  # noqa: E402
 
-LAYERS = {  # name: (Hq, Hkv, sliding_window)
-    "mha": (4, 4, None),
-    "gqa": (4, 1, None),
-    "sliding": (4, 2, 8),
+LAYERS = {  # name: (Hq, Hkv, sliding_window, alibi, logits_soft_cap, sinks)
+    "mha": (4, 4, None, False, None, False),
+    "gqa": (4, 1, None, False, None, False),
+    "sliding": (4, 2, 8, False, None, False),
+    "alibi": (4, 2, None, True, None, False),  # BLOOM/MPT style
+    "softcap": (4, 2, None, False, 5.0, False),  # Gemma 2 style
+    "sliding_sinks": (4, 2, 8, False, None, True),  # gpt-oss style
 }
+CASES = [(layer, *case) for layer in ("mha", "gqa", "sliding") for case in (
+    ("MIXED", "HND", torch.float16), ("MIXED", "NHD", torch.bfloat16), ("DECODE", "NHD", torch.float16))]
+CASES += [(layer, "MIXED", "HND", torch.float16) for layer in ("alibi", "softcap", "sliding_sinks")]
+REQUESTS = {"MIXED": MIXED, "DECODE": DECODE}
 HEAD_DIM = 64
 
 
@@ -91,6 +99,8 @@ def test_backend_selection_refuses_unsupported_options_by_name(change, words):
     (dict(head_size=72), "head_size"),
     (dict(use_alibi_sqrt=True), "use_alibi_sqrt"),
     (dict(chunk_lookback=2), "chunk_lookback"),
+    (dict(alibi_slopes=[0.5] * 4, logits_soft_cap=5.0), "alibi_slopes together with logits_soft_cap"),
+    (dict(alibi_slopes=[0.5] * 4, sinks=torch.zeros(4)), "alibi_slopes together with logits_soft_cap or sinks"),
 ])
 def test_implementation_refuses_unsupported_layer_options_by_name(change, words):
     from tritune.integrations.vllm import TrituneAttentionImpl
@@ -114,10 +124,20 @@ def _builder(step):
     return TrituneMetadataBuilder(SimpleNamespace(block_size=step.block_size), ["layer.0"], None, torch.device("cpu"))
 
 
-def _vllm_triton_impl(heads_q, heads_kv, window, scale):
+def _layer_options(layer):
+    """(positional layer args after kv_cache_dtype's place, extra kwargs) as vLLM's Attention layer
+    passes them to an implementation."""
+    heads_q, heads_kv, sliding, alibi, softcap, sinks = LAYERS[layer]
+    slopes = [2.0 ** (-(i + 1)) for i in range(heads_q)] if alibi else None
+    extra = {"sinks": torch.linspace(-1.0, 2.0, heads_q)} if sinks else {}
+    return (heads_q, HEAD_DIM, HEAD_DIM ** -0.5, heads_kv, slopes, sliding, "auto", softcap), extra
+
+
+def _vllm_triton_impl(layer):
     from vllm.v1.attention.backends.triton_attn import TritonAttentionImpl
 
-    return TritonAttentionImpl(heads_q, HEAD_DIM, scale, heads_kv, None, window, "auto")
+    args, extra = _layer_options(layer)
+    return TritonAttentionImpl(*args, **extra)
 
 
 def _vllm_triton_forward(impl, step, output):
@@ -138,26 +158,26 @@ def _vllm_triton_forward(impl, step, output):
     return impl.forward(_layer(), step.query, step.key, step.value, step.kv_cache, metadata, output)
 
 
-def _reference(step, window):
+def _reference(step, impl):
     k_cache, v_cache = step.caches()
     n = step.num_actual_tokens
     return reference_attention(step.query[:n], k_cache, v_cache, step.query_start_loc, step.max_query_len,
                                step.max_seq_len, seqused_k=step.seq_lens, block_table=step.block_table, causal=True,
-                               window_size=window, scale=HEAD_DIM ** -0.5, dtype=torch.float64)
+                               window_size=impl.window, softcap=impl.softcap, alibi_slopes=impl.alibi_slopes,
+                               sinks=impl.sinks, scale=HEAD_DIM ** -0.5, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("layer", sorted(LAYERS))
-@pytest.mark.parametrize("requests, layout, dtype", [
-    (MIXED, "HND", torch.float16), (MIXED, "NHD", torch.bfloat16), (DECODE, "NHD", torch.float16),
-])
+@pytest.mark.parametrize("layer, requests, layout, dtype", CASES)
 def test_forward_writes_cache_and_matches_vllm_triton_attn(vllm_triton, layer, requests, layout, dtype):
     from tritune.integrations.vllm import TrituneAttentionImpl
 
-    heads_q, heads_kv, sliding = LAYERS[layer]
+    heads_q, heads_kv = LAYERS[layer][:2]
+    requests = REQUESTS[requests]
     step = make_step(requests, heads_q=heads_q, heads_kv=heads_kv, head_dim=HEAD_DIM, dtype=dtype, layout=layout,
                      seed=len(requests) + heads_kv)
     metadata = _builder(step).build(0, step.common_metadata())
-    impl = TrituneAttentionImpl(heads_q, HEAD_DIM, HEAD_DIM ** -0.5, heads_kv, None, sliding, "auto")
+    args, extra = _layer_options(layer)
+    impl = TrituneAttentionImpl(*args, **extra)
     expected_cache = write_reference(step)
     impl.do_kv_cache_update(_layer(), step.key, step.value, step.kv_cache, step.slot_mapping)
     assert torch.equal(step.kv_cache, expected_cache), "K/V not written through slot_mapping"
@@ -165,12 +185,11 @@ def test_forward_writes_cache_and_matches_vllm_triton_attn(vllm_triton, layer, r
     ours = torch.full_like(step.query, float("nan"))
     assert impl.forward(_layer(), step.query, step.key, step.value, step.kv_cache, metadata, ours) is ours
     n = step.num_actual_tokens
-    window = impl.window
-    ref = _reference(step, window)
+    ref = _reference(step, impl)
     our_err = (ours[:n].double() - ref).abs().max().item()
     if dtype == torch.float16:
         theirs = torch.zeros_like(step.query)
-        _vllm_triton_forward(_vllm_triton_impl(heads_q, heads_kv, sliding, HEAD_DIM ** -0.5), step, theirs)
+        _vllm_triton_forward(_vllm_triton_impl(layer), step, theirs)
         their_err = (theirs[:n].double() - ref).abs().max().item()
         assert their_err < 5e-3, f"vLLM's TRITON_ATTN itself is off the reference by {their_err}"
         torch.testing.assert_close(ours[:n], theirs[:n], atol=4e-3, rtol=0)

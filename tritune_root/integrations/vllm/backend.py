@@ -174,6 +174,12 @@ class TrituneAttentionImpl(AttentionImpl[TrituneAttentionMetadata]):
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+        if alibi_slopes is not None and (logits_soft_cap or sinks is not None):
+            # Each alone matches vLLM's TRITON_ATTN; together they did not (tests/vllm_backend): the
+            # kernel's ALiBi term is flash-attn's -slope*|i - j|, vLLM's differs from it by a
+            # per-row constant, which only softmax without sinks or capping ignores.
+            raise ValueError("alibi_slopes together with logits_soft_cap or sinks is not supported by the "
+                             "TRITUNE backend")
         if sinks is not None and tuple(sinks.shape) != (num_heads,):
             raise ValueError(f"sinks must have one logit per query head ([{num_heads}]), got {tuple(sinks.shape)}")
         self.num_heads = num_heads
