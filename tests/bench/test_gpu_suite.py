@@ -173,7 +173,7 @@ def test_the_serving_bench_is_time_bounded_and_uses_the_run_ceilings(tmp_path):
     deadline = float(args[args.index("--deadline-s") + 1])
     assert 190 <= deadline <= 210  # starts no batch in the last 90 s of the budget
     assert args[args.index("--copy-gbps") + 1] == "4300.0" and args[args.index("--matmul-tflops") + 1] == "790.00"
-    assert _bench_args("flash_attention", ctx) == []
+    assert "--deadline-s" not in _bench_args("flash_attention", ctx)  # the bound and ceilings are the serving bench's
 
 
 def test_the_bench_part_summarizes_the_serving_goals(tmp_path):
