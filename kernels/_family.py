@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -157,18 +158,34 @@ _HASHES: dict[str, str] = {}
 
 
 def source_hash(module_name: str) -> str:
-    """First 12 hex digits of sha256 over a module's source file.
+    """First 12 hex digits of sha256 over a kernel module's source and its Triton helpers.
 
-    Read from the file without importing the module, so looking up tuned configs (``tritune
-    query``) never has to define the Triton kernels.
+    Helpers are the sibling modules it imports as ``from ._name import ...`` that define
+    ``@triton.jit`` functions (e.g. ``_exp2``): editing one changes the compiled kernel, so it
+    must change the hash too; ``_compile`` and ``_family`` define no kernels and do not count.
+    Read from the files without importing, so looking up tuned configs (``tritune query``) never
+    has to define the Triton kernels.
     """
     if module_name not in _HASHES:
-        spec = importlib.util.find_spec(module_name)
-        if spec is None or spec.origin is None:
-            raise ValueError(f"cannot find the source of kernel module {module_name!r}")
-        with open(spec.origin, "rb") as f:
-            _HASHES[module_name] = hashlib.sha256(f.read()).hexdigest()[:12]
+        digest = hashlib.sha256(_source(module_name))
+        package = module_name.rsplit(".", 1)[0]
+        for helper in sorted(set(_HELPER_IMPORT.findall(_source(module_name).decode()))):
+            text = _source(f"{package}.{helper}")
+            if b"@triton.jit" in text:
+                digest.update(text)
+        _HASHES[module_name] = digest.hexdigest()[:12]
     return _HASHES[module_name]
+
+
+_HELPER_IMPORT = re.compile(r"^from \.(_\w+) import", re.M)
+
+
+def _source(module_name: str) -> bytes:
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"cannot find the source of kernel module {module_name!r}")
+    with open(spec.origin, "rb") as f:
+        return f.read()
 
 
 # Absolute slack added to the 2x rule, per dtype: covers outputs near zero, where the PyTorch

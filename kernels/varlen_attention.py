@@ -25,6 +25,9 @@ How the work is cut (the knobs are in search_space/varlen_attention.py):
   write unnormalized partials; ``_combine`` merges them (the log-sum-exp merge in base 2);
 - ``SPLIT_DIAG``: key tiles every row sees run without any masking code; only the tiles at the
   window, causal and ragged edges are masked.
+- ``EXP2_POLY``: that percentage of each score tile's exponentials runs as a cubic on the FMA
+  pipes instead of the special-function unit (kernels/_exp2.py; prefill chunks at small head
+  dims are exponential-bound on Hopper).
 
 Scores: ``s = scale * q.k``; ``softcap > 0``: ``s = softcap * tanh(s / softcap)``; ALiBi:
 ``s -= slope * |pos - j|`` (flash-attn's convention); sinks: a per-head logit that joins the
@@ -51,6 +54,7 @@ from tritune.search_space import VarlenAttentionConfig, VarlenAttentionSpec, int
 from tritune.search_space.varlen_attention import group_pad, padded_head_dim
 
 from ._compile import CompileReport, compile_for_target
+from ._exp2 import _exp2_tile
 from ._family import TORCH_DTYPES, KernelFamily, Verification, compare, source_hash
 
 LOG2E = 1.4426950408889634
@@ -83,7 +87,7 @@ def _key_tiles(acc, l_i, m_i, q, k_base, v_base, table_row, offs_d, pos, slope,
                BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                PAGED: tl.constexpr, PAGE: tl.constexpr, MASKED: tl.constexpr,
                HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
-               DOT_FP32: tl.constexpr):
+               DOT_FP32: tl.constexpr, BLOCK_M: tl.constexpr, EXP2_POLY: tl.constexpr):
     """Online-softmax update of (acc, l_i, m_i) over the key tiles [lo, hi).
 
     Unmasked (``MASKED`` False) tiles hold only keys every row of the tile sees, so they skip
@@ -141,7 +145,7 @@ def _key_tiles(acc, l_i, m_i, q, k_base, v_base, table_row, offs_d, pos, slope,
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
             m_use = m_new
-        p = tl.math.exp2(s - m_use[:, None])
+        p = _exp2_tile(s - m_use[:, None], BLOCK_M, BLOCK_N, EXP2_POLY)
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
@@ -178,6 +182,7 @@ def _varlen_fwd(
     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
     SINKS: tl.constexpr, DESCALE: tl.constexpr,
     NUM_SPLITS: tl.constexpr, SPLIT_DIAG: tl.constexpr, STORE_LSE: tl.constexpr, DOT_FP32: tl.constexpr,
+    EXP2_POLY: tl.constexpr,
 ):
     tile = tl.program_id(0)
     head = tl.program_id(1)  # the KV head when packing, else the query head
@@ -286,23 +291,27 @@ def _varlen_fwd(
                                    stride_kb, stride_kt, stride_vb, stride_vt,
                                    tl.maximum(t0, s_lo), tl.minimum(t1, s_hi), k_lo, k_hi, window_left, window_right,
                                    score_scale, cap_scale, cap_log2, BLOCK_N, HEAD_DIM, BLOCK_D,
-                                   LAYOUT == 2, PAGE, True, HAS_LEFT, HAS_RIGHT, SOFTCAP, ALIBI, DOT_FP32)
+                                   LAYOUT == 2, PAGE, True, HAS_LEFT, HAS_RIGHT, SOFTCAP, ALIBI, DOT_FP32,
+                                   BLOCK_M, EXP2_POLY)
         acc, l_i, m_i = _key_tiles(acc, l_i, m_i, q, k_base, v_base, table_row, offs_d, pos, slope,
                                    stride_kb, stride_kt, stride_vb, stride_vt,
                                    tl.maximum(t1, s_lo), tl.minimum(t2, s_hi), k_lo, k_hi, window_left, window_right,
                                    score_scale, cap_scale, cap_log2, BLOCK_N, HEAD_DIM, BLOCK_D,
-                                   LAYOUT == 2, PAGE, False, HAS_LEFT, HAS_RIGHT, SOFTCAP, ALIBI, DOT_FP32)
+                                   LAYOUT == 2, PAGE, False, HAS_LEFT, HAS_RIGHT, SOFTCAP, ALIBI, DOT_FP32,
+                                   BLOCK_M, EXP2_POLY)
         acc, l_i, m_i = _key_tiles(acc, l_i, m_i, q, k_base, v_base, table_row, offs_d, pos, slope,
                                    stride_kb, stride_kt, stride_vb, stride_vt,
                                    tl.maximum(t2, s_lo), s_hi, k_lo, k_hi, window_left, window_right,
                                    score_scale, cap_scale, cap_log2, BLOCK_N, HEAD_DIM, BLOCK_D,
-                                   LAYOUT == 2, PAGE, True, HAS_LEFT, HAS_RIGHT, SOFTCAP, ALIBI, DOT_FP32)
+                                   LAYOUT == 2, PAGE, True, HAS_LEFT, HAS_RIGHT, SOFTCAP, ALIBI, DOT_FP32,
+                                   BLOCK_M, EXP2_POLY)
     else:
         acc, l_i, m_i = _key_tiles(acc, l_i, m_i, q, k_base, v_base, table_row, offs_d, pos, slope,
                                    stride_kb, stride_kt, stride_vb, stride_vt,
                                    s_lo, s_hi, k_lo, k_hi, window_left, window_right,
                                    score_scale, cap_scale, cap_log2, BLOCK_N, HEAD_DIM, BLOCK_D,
-                                   LAYOUT == 2, PAGE, True, HAS_LEFT, HAS_RIGHT, SOFTCAP, ALIBI, DOT_FP32)
+                                   LAYOUT == 2, PAGE, True, HAS_LEFT, HAS_RIGHT, SOFTCAP, ALIBI, DOT_FP32,
+                                   BLOCK_M, EXP2_POLY)
 
     if DESCALE:
         acc = acc * tl.load(VScale + seq * stride_sb + kv_head * stride_sh)
@@ -451,7 +460,7 @@ def launch_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_
         USE_SEQK=seqused_k is not None, BOUNDS=kv_bounds is not None,
         HAS_LEFT=left >= 0, HAS_RIGHT=right >= 0, SOFTCAP=cap > 0, ALIBI=alibi_slopes is not None,
         SINKS=sinks is not None, DESCALE=fp8, NUM_SPLITS=splits, SPLIT_DIAG=bool(config.split_diag),
-        STORE_LSE=store_lse and splits == 1, DOT_FP32=interp,
+        STORE_LSE=store_lse and splits == 1, DOT_FP32=interp, EXP2_POLY=int(config.exp2_poly),
         num_warps=int(config.num_warps), num_stages=int(config.num_stages),
     )
     if splits > 1:
@@ -761,7 +770,7 @@ def compile_signature(spec: VarlenAttentionSpec, config: VarlenAttentionConfig) 
         LAYOUT=2 if paged else 0, PAGE=spec.block_size if paged else 1, USE_SEQK=paged, BOUNDS=False,
         HAS_LEFT=spec.window_left >= 0, HAS_RIGHT=spec.window_right >= 0, SOFTCAP=spec.softcap,
         ALIBI=spec.alibi, SINKS=spec.sinks, DESCALE=spec.kv_dtype == "fp8", NUM_SPLITS=config.num_splits,
-        SPLIT_DIAG=bool(config.split_diag), STORE_LSE=False, DOT_FP32=False,
+        SPLIT_DIAG=bool(config.split_diag), STORE_LSE=False, DOT_FP32=False, EXP2_POLY=int(config.exp2_poly),
     )
     for n in constexprs:
         sig[n] = "constexpr"

@@ -343,6 +343,29 @@ class VarlenAttentionSpec(ProblemSpec):
         if self.causal:  # flash-attn: causal is a right window of 0
             object.__setattr__(self, "window_right", 0)
 
+    def bucket(self) -> Bucket:
+        """Rounds the query rows *beyond one per sequence* (``extra_q + 1`` to a power of two)
+        rather than ``total_q``: 64 decode rows plus a 512-token chunk stays "decode rows plus
+        one chunk" (128 sequences, 512 extra rows) instead of 127 rows of four tokens each."""
+        exact = tuple((k, getattr(self, k)) for k in self.EXACT)
+        extra = max(0, self.total_q - self.num_seqs)
+        scaled = (("num_seqs", pow2_ceil(self.num_seqs)), ("extra_q", pow2_ceil(extra + 1)),
+                  ("max_seqlen_q", pow2_ceil(self.max_seqlen_q)), ("max_seqlen_k", pow2_ceil(self.max_seqlen_k)))
+        return Bucket(self.kernel, exact, scaled)
+
+    def representative(self) -> VarlenAttentionSpec:
+        return self.from_bucket(self.bucket())
+
+    @classmethod
+    def from_bucket(cls, bucket: Bucket) -> VarlenAttentionSpec:
+        """The batch a bucket is tuned on: its rounded sizes, ``extra_q`` rows beyond one per
+        sequence (within what ``num_seqs`` sequences of ``max_seqlen_q`` tokens can hold)."""
+        scaled = dict(bucket.scaled)
+        num_seqs, max_q = scaled["num_seqs"], scaled["max_seqlen_q"]
+        total = min(num_seqs * max_q, max(max_q, num_seqs + scaled["extra_q"] - 1))
+        return cls(**dict(bucket.exact), num_seqs=num_seqs, total_q=total, max_seqlen_q=max_q,
+                   max_seqlen_k=scaled["max_seqlen_k"])
+
     @property
     def group(self) -> int:
         return self.heads_q // self.heads_kv

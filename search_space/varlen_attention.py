@@ -13,7 +13,13 @@ A program owns a tile of ``block_m`` rows of one sequence and streams that seque
   is its own program, and a combine kernel merges the partial softmaxes;
 - ``split_diag``: an unmasked loop over the key tiles every row of the tile sees, and masked
   loops only at the window/causal/ragged edges; off, one masked loop;
-- ``num_warps`` / ``num_stages``.
+- ``num_warps`` / ``num_stages``;
+- ``exp2_poly``: the percentage of the softmax's exponentials computed by a cubic on the FMA
+  pipes (kernels/_exp2.py), the FlashAttention template's knob for exponential-bound tiles.
+
+The template's other Hopper knobs do not carry over: warp specialization and TMA need
+contiguous K/V boxes (a paged step is a gather), and a persistent grid would have to walk a
+ragged tile list the host does not know without a device sync.
 
 Constraints reject what fails or wastes on the GPU: shared memory (estimate checked against the
 compiler in tests/kernels/test_varlen_compile.py), registers, ``tl.dot`` shapes (every dimension
@@ -42,6 +48,7 @@ class VarlenAttentionConfig(Config):
     split_diag: bool = True
     num_warps: int = 4
     num_stages: int = 2
+    exp2_poly: int = 0
 
 
 BLOCK_M = (16, 32, 64, 128)
@@ -49,6 +56,7 @@ BLOCK_N = (16, 32, 64, 128)
 NUM_SPLITS = (1, 2, 4, 8, 16, 32)
 NUM_WARPS = (2, 4, 8)
 NUM_STAGES = (1, 2, 3, 4)
+EXP2_POLY = (0, 25, 50, 100)
 MIN_DOT = 16
 # Tile registers per thread beyond which the compiler spills: calibrated on the compile tier
 # (sm_80/sm_90, tests/kernels/test_varlen_compile.py): the rest of the 255 go to addresses,
@@ -204,6 +212,7 @@ def space(spec: VarlenAttentionSpec, hardware: Hardware) -> SearchSpace:
             Param("split_diag", (True, False), "unmasked interior loop + masked edge loops, or one masked loop"),
             Param("num_warps", NUM_WARPS),
             Param("num_stages", NUM_STAGES, "software pipeline depth of the K/V loads"),
+            Param("exp2_poly", EXP2_POLY, "percent of the exponentials computed on the FMA pipes"),
         ),
         constraints=constraints(spec, hardware),
         default_values=default_config(spec, hardware).to_dict(),
@@ -262,8 +271,8 @@ def default_config(spec: VarlenAttentionSpec, hardware: Hardware) -> VarlenAtten
     for bm, bn, st, warps in candidates:
         for packed in dict.fromkeys((pack, False)):
             values = {"block_m": bm, "block_n": bn, "pack_gqa": packed, "num_splits": 1, "split_diag": True,
-                      "num_warps": warps, "num_stages": st}
+                      "num_warps": warps, "num_stages": st, "exp2_poly": 0}
             values["num_splits"] = default_splits(spec, hardware, bm, bn, packed)
             if all(r.check(values) is None for r in rules):
                 return VarlenAttentionConfig(**values)
-    return VarlenAttentionConfig(16, 16, False, 1, True, 4, 1)
+    return VarlenAttentionConfig(16, 16, False, 1, True, 4, 1, 0)

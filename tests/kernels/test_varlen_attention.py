@@ -266,3 +266,16 @@ def test_property_random_batches_and_configs(data):
     space = space_for(spec, CPU)
     config = space.config(data.draw(st.sampled_from(space.sample(rng, 60) or [space.default()])))
     check(inputs, config, f"q_lens={q_lens} k_lens={k_lens}")
+
+
+@pytest.mark.parametrize("poly", [25, 50, 100])
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_exp2_on_the_fma_pipes(poly, dtype):
+    """The exp2_poly knob (a share of the exponentials by a cubic) meets the dtype rule, masked
+    and unmasked tiles alike (causal chunk over a prefix, a window, softcap and sinks)."""
+    q_lens, k_lens = [1, 37, 3, 0], [50, 120, 9, 4]
+    inputs = make_batch(q_lens, k_lens, heads_q=8, heads_kv=2, head_dim=64, block_size=16, dtype=DTYPES[dtype],
+                        seed=poly)
+    inputs.update(features("softcap+sinks+window", random.Random(poly), 8, 4), causal=True)
+    for pack, splits in ((True, 1), (False, 2)):
+        check(inputs, VarlenAttentionConfig(32, 32, pack, splits, True, 4, 2, poly), f"exp2_poly={poly}")

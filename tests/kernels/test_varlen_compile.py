@@ -109,3 +109,17 @@ def test_default_config_compiles_on_the_gpu_images_triton(name):
     assert r.ok, f"triton {r.triton_version}: {r.error}"
     assert r.triton_version.startswith("3.6") and r.fits and r.stack_bytes == 0
     assert r.uses_wgmma == (config.block_m >= 64 and config.num_warps >= 4)
+
+
+@pytest.mark.slow
+def test_exp2_poly_moves_exponentials_off_the_sfu():
+    """exp2_poly: fewer ex2.approx in the PTX as the share on the FMA pipes grows (sm_90)."""
+    spec, hw = SPECS["mixed"], TARGETS[90]
+    base = FAMILY.default_config(spec, hw)
+    counts = {}
+    for poly in (0, 50, 100):
+        r = report("mixed", 90, base.replace(exp2_poly=poly))
+        assert r.fits and r.stack_bytes == 0
+        counts[poly] = (r.ex2, r.fma)
+    assert counts[0][0] > counts[50][0] > counts[100][0], counts
+    assert counts[100][1] > counts[0][1], counts
