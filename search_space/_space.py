@@ -7,6 +7,7 @@ without importing torch or triton.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -139,8 +140,9 @@ class SearchSpace:
             raise ValueError(f"search space {self.name!r} repeats parameter names: {names}")
 
     # --- structure -------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def names(self) -> tuple[str, ...]:
+        # Cached: validate() runs it for every config of 50k-config enumerations.
         return tuple(p.name for p in self.params)
 
     def param(self, name: str) -> Param:
