@@ -574,7 +574,9 @@ def bench(ctx: Any) -> dict[str, Any]:
     rows, notes, complete = [], [], True
     for module_name, label in (("tritune.bench.flash_bench", "flash_attention"),
                                ("tritune.bench.paged_bench", "paged_attention"),
-                               ("tritune.bench.varlen_bench", "varlen_attention")):
+                               ("tritune.bench.varlen_bench", "varlen_attention"),
+                               # the vLLM backend's layer step against TRITON_ATTN's (issue 14)
+                               ("tritune.bench.vllm_bench", "vllm_backend")):
         if ctx.expired(reserve_s=60):
             complete = False
             notes.append(f"{label}: skipped, budget spent")

@@ -291,6 +291,9 @@ def _varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q
            q.shape[2], k.shape[1] if paged else 0, q.dtype, k.dtype, features)
 
     def make_spec() -> VarlenAttentionSpec:
+        if k.dtype == FP8 and q.device.type == "cuda" and torch.cuda.get_device_capability(q.device) < (8, 9):
+            raise ValueError(f"k/v are torch.float8_e4m3fn: an FP8 (e4m3) cache needs sm_89+ (Ada, Hopper); "
+                             f"{torch.cuda.get_device_name(q.device)} cannot convert it; use a 16-bit cache")
         return spec_of(q, k, num_seqs, max_seqlen_q, max_seqlen_k, paged=paged, causal=features[0],
                        window=features[1], softcap=features[2], alibi=features[3], sinks=features[4])
 
