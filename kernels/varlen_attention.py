@@ -145,7 +145,10 @@ def _key_tiles(acc, l_i, m_i, q, k_base, v_base, table_row, offs_d, pos, slope,
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
             m_use = m_new
-        p = _exp2_tile(s - m_use[:, None], BLOCK_M, BLOCK_N, EXP2_POLY)
+        if EXP2_POLY == 0:
+            p = tl.math.exp2(s - m_use[:, None])
+        else:
+            p = _exp2_tile(s - m_use[:, None], BLOCK_M, BLOCK_N, EXP2_POLY)
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]

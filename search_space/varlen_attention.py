@@ -107,13 +107,16 @@ def smem_bytes(spec: VarlenAttentionSpec, values: Mapping[str, Value], arch: int
     q = block_m * d * elt
     p = block_m * block_n * elt
     static = 1024 if arch >= 90 else 0
+    # exp2_poly 25/50 splits the fp32 score tile in halves and joins them: a layout conversion
+    # through shared memory (the compiler's figure grew by exactly this tile).
+    scratch = block_m * block_n * 4 if int(values.get("exp2_poly", 0)) in (25, 50) else 0
     if uses_wgmma(spec, values, arch):
         dynamic = 2 * stages * staged + q + (2 * tile if spec.kv_dtype == "fp8" else 0)
     elif stages == 1:
         dynamic = max(q, tile) + tile + p
     else:
         dynamic = (2 * stages - 1) * max(tile, staged) + q + p
-    return dynamic + static
+    return dynamic + static + scratch
 
 
 def registers_per_thread(spec: VarlenAttentionSpec, values: Mapping[str, Value], arch: int = 90) -> int:
@@ -185,6 +188,17 @@ def constraints(spec: VarlenAttentionSpec, hardware: Hardware) -> tuple[Constrai
             return f"an FP8 (e4m3) cache needs sm_{FP8_MIN_ARCH}+; {hardware.name} is sm_{arch}"
         return None
 
+    def exp2_poly(values: Mapping[str, Value]) -> str | None:
+        # For the exponential-bound wgmma tiles of Hopper; on mma.sync tiles the split score
+        # tile cost registers (sm_80: 64x64 on 8 warps spilled 232 B) for no gain.
+        if int(values["exp2_poly"]) and arch and not uses_wgmma(spec, values, arch):
+            return (f"exp2_poly={values['exp2_poly']} is for wgmma tiles (sm_90+, block_m >= 64, num_warps >= 4); "
+                    f"this config runs mma.sync")
+        # Narrow steps split into 8- or 4-column quarters: 128x16 tiles spilled 168 B (sm_90).
+        if int(values["exp2_poly"]) and int(values["block_n"]) < 64:
+            return f"exp2_poly={values['exp2_poly']} needs block_n >= 64 (the score tile is split by columns)"
+        return None
+
     def smem(values: Mapping[str, Value]) -> str | None:
         need = smem_bytes(spec, values, arch)
         if need > hardware.smem_per_block:
@@ -197,6 +211,7 @@ def constraints(spec: VarlenAttentionSpec, hardware: Hardware) -> tuple[Constrai
         Constraint("tile_size", tile_vs_batch),
         Constraint("splits_vs_context", splits),
         Constraint("registers", registers),
+        Constraint("exp2_poly", exp2_poly),
         Constraint("shared_memory", smem),
     )
 
