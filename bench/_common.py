@@ -110,34 +110,8 @@ def graph_time_ms(fns: list[Callable[[], Any]], dry: bool, rep: int = 100, min_g
     """
     if dry:
         return None
-    import statistics
+    from tritune.tuner._graph import replay_ms
 
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for fn in fns:
-            fn()
-    torch.cuda.synchronize()
     per_call = estimate_ms if estimate_ms and estimate_ms > 0 else 0.05
     rounds = max(1, min(200, int(min_graph_ms / (per_call * len(fns))) + 1))
-    calls = rounds * len(fns)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for _ in range(rounds):
-            for fn in fns:
-                fn()
-    graph.replay()  # first replay uploads the graph
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times: list[float] = []
-    deadline = time.perf_counter() + rep / 1e3
-    while len(times) < 5 or (time.perf_counter() < deadline and len(times) < 1000):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    del graph
-    return float(statistics.median(times))
+    return replay_ms(fns, rounds, rep)

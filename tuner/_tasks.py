@@ -7,6 +7,7 @@ the kernel family lazily, after the worker has applied its environment.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any
 
 from tritune.search_space import Hardware, ProblemSpec, Value
 from tritune.tuner._backend import MeasureResult, Status
+from tritune.tuner._graph import replay_ms
 
 FamilyRef = tuple[str, str, str]  # (name, module, attr) as kernels.family_ref returns
 
@@ -260,30 +262,8 @@ def _graph_ms(family: Any, spec: ProblemSpec, config: Any, inputs: Mapping[str, 
     size = sum(t.numel() * t.element_size() for t in inputs.values() if isinstance(t, torch.Tensor))
     copies = [inputs] + [family.make_inputs(spec, inputs["q"].device, seed + 2 + i)
                          for i in range(min(15, max(0, -(-L2_EXCEED_BYTES // max(1, size)) - 1)))]
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for x in copies:
-            family.launch(x, config)
-    torch.cuda.synchronize()
     rounds = max(1, min(200, int(1.0 / max(1e-3, estimate_ms * len(copies))) + 1))  # ~1 ms per replay
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for _ in range(rounds):
-            for x in copies:
-                family.launch(x, config)
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    samples: list[float] = []
-    deadline = time.perf_counter() + rep_ms / 1e3
-    while len(samples) < 5 or (time.perf_counter() < deadline and len(samples) < 1000):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / (rounds * len(copies)))
-    return statistics.median(samples)
+    return replay_ms([functools.partial(family.launch, x, config) for x in copies], rounds, rep_ms)
 
 
 def _cuda_fault(exc: BaseException) -> bool:
