@@ -17,8 +17,11 @@ configs are rejected here, before any compile:
   kernel fails in the pass (causal or not), 8 warps leave the loop unspecialized (a duplicate
   of the knob off), and on sm_80 it spills kilobytes. Combined with ``exp2_poly`` it fails on
   triton 3.6 and compiles on 3.9. ``maxnreg`` never goes with it (the cap overrides the pass's
-  register hand-off: 8 ``setmaxnreg`` drop to 2) and elsewhere only at a cap the tile's
-  registers fit under (a tighter cap spills).
+  register hand-off: 8 ``setmaxnreg`` drop to 2). Whether a ``maxnreg`` cap spills cannot be
+  read off the tile sizes (see ``MAXNREG_LIVE_OVERHEAD``), so the space rejects only the caps
+  below the fp32 values that are live through the key loop, where a spill is certain; the GPU
+  backend's compile stage rejects the other caps that spill, before anything is measured
+  (``tuner._tasks.compile_status``).
 """
 
 from __future__ import annotations
@@ -91,15 +94,15 @@ MIN_WS_TRITON = (3, 5)  # the automatic warp specialization for Hopper ("all aut
 # checked, so not allowed).
 MIN_WS_POLY_TRITON = (3, 9)
 WS_WARPS = 4  # with any other num_warps the pass leaves the loop as it is
-# maxnreg must cover MAXNREG_SCALE x the tile estimate below + MAXNREG_OVERHEAD (addresses, loop
-# state, softmax temporaries; small tiles on few warps and persistent loops carry relatively
-# more): 128x64 tiles of head dim 128 on 8 warps estimate 128 and need 182 uncapped (spilling at
-# a cap of 168); 16x64 on 2 warps estimates 64 and spills 272 B at a cap of 128; 64x64 on 8
-# warps estimates 40 and compiles to 110 under it (compile tier, sm_80 and sm_90).
-# 16x64 on 4 warps with 5 stages (estimate 32) spills 120 B at 128: hence a term per stage.
-MAXNREG_SCALE = 2
-MAXNREG_OVERHEAD = 48
-MAXNREG_PER_STAGE = 16
+# A maxnreg cap below the fp32 accumulator and score tile per thread (live through the whole key
+# loop) + this many registers (loop state, addresses) spills for certain. Above that the compiler
+# decides: on 144 compiles at a 128 cap (3 shapes x sm_80/sm_90, triton 3.9; the data and the
+# script that gathered it: data/compile_tier/, scripts/maxnreg_sample.py) tiles of the same size
+# estimate (<= 64 per thread) needed 59 to 255 registers uncapped, and decision trees over tile
+# sizes, warps, stages and knobs told "fits uncapped" from "spills at the cap" in 78-82% of
+# held-out cases. This bound rejected 26 of them, all spilling; 54 of the 118 it let through
+# spill, and the compile stage rejects those.
+MAXNREG_LIVE_OVERHEAD = 16
 EXP2_DTYPES = ("fp16", "bf16")  # the cubic's 1e-4 relative error is below their rounding only
 
 
@@ -198,6 +201,14 @@ def registers_per_thread(spec: FlashAttentionSpec, values: Mapping[str, Value]) 
     return (acc + scores + q) // threads
 
 
+def live_fp32_per_thread(spec: FlashAttentionSpec, values: Mapping[str, Value]) -> int:
+    """fp32 values per thread that stay live through the key loop: the accumulator and the score
+    tile (a lower bound of the registers one thread needs, whatever the compiler does)."""
+    d = padded_head_dim(spec.head_dim)
+    block_m, block_n = int(values["block_m"]), int(values["block_n"])
+    return (block_m * d + block_m * block_n) // (32 * int(values["num_warps"]))
+
+
 def ws_supported(hardware: Hardware) -> bool:
     """Automatic warp specialization: Triton >= 3.5 and sm_90+ (the interpreter stands in)."""
     version = _version(hardware.triton_version)
@@ -243,11 +254,11 @@ def knob_rules(spec: FlashAttentionSpec, hardware: Hardware) -> tuple[Constraint
         cap = int(values["maxnreg"])
         if not cap or values["warp_specialize"]:
             return None
-        # Each extra stage keeps a tile's load addresses live; a persistent loop its tile state.
-        need = (MAXNREG_SCALE * registers_per_thread(spec, values) + MAXNREG_OVERHEAD
-                + MAXNREG_PER_STAGE * (int(values["num_stages"]) - 1) + (MAXNREG_PER_STAGE if int(values["persistent"]) else 0))
-        if need > cap:
-            return f"maxnreg={cap} is below the ~{need} registers per thread this tile needs: it would spill"
+        live = live_fp32_per_thread(spec, values) + MAXNREG_LIVE_OVERHEAD
+        if live > cap:
+            return (f"maxnreg={cap} is below the {live} registers per thread live through the key loop "
+                    "(accumulator + score tile + loop state): it spills; use more warps, smaller tiles "
+                    "or maxnreg=0")
         return None
 
     return (Constraint("warp_specialize", warp_specialization), Constraint("exp2_poly", exp2_emulation),

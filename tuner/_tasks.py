@@ -67,13 +67,22 @@ def _short(exc: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def compile_status(report: Any) -> tuple[Status, str] | None:
-    """None when an AOT CompileReport is fine, else the failure it means."""
+def compile_status(report: Any, values: Mapping[str, Value] | None = None) -> tuple[Status, str] | None:
+    """None when an AOT CompileReport is fine, else the failure it means.
+
+    A config with a register cap (a ``maxnreg`` parameter > 0) that spills is out of resources:
+    the cap is what it tunes, and whether a cap spills only the compiler knows (the search space
+    rejects only the certain cases; see search_space/flash_attention.py).
+    """
     if not report.ok:
         return Status.COMPILE_ERROR, f"compile failed: {report.error}"
     if not report.fits:
         return Status.OUT_OF_RESOURCES, (f"needs {report.shared_bytes} B of shared memory, over the target's "
                                          f"limit (sm_{report.arch})")
+    cap = int((values or {}).get("maxnreg", 0) or 0)
+    if cap and (report.stack_bytes or 0) > 0:
+        return Status.OUT_OF_RESOURCES, (f"maxnreg={cap} spills {report.stack_bytes} B per thread to local memory "
+                                         f"(sm_{report.arch}); the tile needs more registers than the cap")
     return None
 
 
@@ -89,7 +98,7 @@ def aot_compile(ref: FamilyRef, spec: ProblemSpec, hardware: Hardware, values: M
         status = Status.OUT_OF_RESOURCES if classify(exc) is Status.OUT_OF_RESOURCES else Status.COMPILE_ERROR
         return {"status": status.value, "error": f"compile failed: {_short(exc)}",
                 "compile_ms": (time.perf_counter() - t0) * 1e3}
-    bad = compile_status(report)
+    bad = compile_status(report, values)
     out = report.to_dict() if hasattr(report, "to_dict") else {}
     out["compile_ms"] = float(getattr(report, "compile_s", 0.0) or (time.perf_counter() - t0)) * 1e3
     out["status"] = bad[0].value if bad else None
