@@ -13,6 +13,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 
+def bench_parser(prog: str, doc: str, *, dry_what: str, dtype_what: str) -> argparse.ArgumentParser:
+    """A kernel benchmark's parser with the options every one has first: ``--dry`` and ``--dtype``.
+
+    ``dry_what`` names what a dry run shrinks ("shapes", "batches"), ``dtype_what`` which tensors
+    ``--dtype`` sets; the benchmark adds its own options, then ``add_run_arguments``.
+    """
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry", action="store_true",
+                   help=f"tiny {dry_what} on CPU under TRITON_INTERPRET=1 (pipeline check; times are meaningless)")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"), help=f"{dtype_what} dtype (default bf16)")
+    return p
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetition time in ms (default 100)")
@@ -46,6 +59,26 @@ def bench_main(args: argparse.Namespace, run: Callable[[argparse.Namespace], dic
     return 0
 
 
+def bench_device(dry: bool) -> Any:
+    """The device a benchmark runs on: CPU in a dry run, else CUDA (ValueError when there is none)."""
+    import torch
+
+    if not dry and not torch.cuda.is_available():
+        raise ValueError("no CUDA device: run on a GPU, or pass --dry for the CPU pipeline check")
+    return torch.device("cpu" if dry else "cuda")
+
+
+def parse_heads(text: str, what: str = "--heads") -> tuple[int, int]:
+    """``Hq/Hkv`` as two ints; ``what`` names the argument in the error ("--heads item" for a list)."""
+    try:
+        hq, hkv = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not Hq/Hkv (e.g. 32/8)") from None
+    if hkv < 1 or hq % hkv:
+        raise ValueError(f"--heads {text}: Hq must be a multiple of Hkv")
+    return hq, hkv
+
+
 def time_ms(fn: Callable[[], Any], dry: bool, warmup: int, rep: int) -> float:
     """Median ms of ``fn`` by triton's do_bench; one wall-clock call in a dry run (meaningless)."""
     if dry:
@@ -55,6 +88,20 @@ def time_ms(fn: Callable[[], Any], dry: bool, warmup: int, rep: int) -> float:
     import triton
 
     return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+
+
+def measure_copy_gbps(device: Any, args: argparse.Namespace, cpu_bytes: int) -> float:
+    """GB/s of a large copy on ``device``, bytes read + written (the ceiling decode aims at).
+
+    1 GiB on CUDA; ``cpu_bytes`` on CPU, where a dry run only needs a number.
+    """
+    import torch
+
+    size = (1 << 30) if device.type == "cuda" else cpu_bytes
+    src = torch.empty(size, dtype=torch.uint8, device=device).random_(0, 256)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), args.dry, args.warmup, args.rep)
+    return 2 * size / (ms * 1e-3) / 1e9
 
 
 def parse_config(text: str, config_type: Any, bool_keys: Collection[str] = ()) -> Any:
@@ -96,6 +143,10 @@ def fmt(x: float | None) -> str:
 
 def ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or not b else f"{a / b:.2f}x"
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
 
 
 def graph_time_ms(fns: list[Callable[[], Any]], dry: bool, rep: int = 100, min_graph_ms: float = 1.0,

@@ -30,12 +30,17 @@ from typing import Any
 
 from tritune.bench._common import (
     add_run_arguments,
+    bench_device,
     bench_main,
+    bench_parser,
     environment,
     fmt,
-    parse_config,
-    progress,
     graph_time_ms,
+    measure_copy_gbps,
+    parse_config,
+    parse_heads,
+    pct,
+    progress,
     ratio,
     time_ms,
 )
@@ -71,11 +76,7 @@ MAX_GRAPH_COPIES = 8
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tritune.bench.paged_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dry", action="store_true",
-                   help="tiny shapes on CPU under TRITON_INTERPRET=1 (pipeline check; times are meaningless)")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"), help="cache and query dtype (default bf16)")
+    p = bench_parser("python -m tritune.bench.paged_bench", __doc__, dry_what="shapes", dtype_what="cache and query")
     p.add_argument("--batches", type=int, nargs="+", help="numbers of sequences (default 1 8 64 256)")
     p.add_argument("--contexts", type=int, nargs="+", help="tokens per sequence (default 512..32768)")
     p.add_argument("--heads", nargs="+", help="Hq/Hkv pairs, e.g. 32/8 32/32 (the default)")
@@ -100,18 +101,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from tritune.search_space import PagedAttentionConfig
 
-    if not args.dry and not torch.cuda.is_available():
-        raise ValueError("no CUDA device: run on a GPU, or pass --dry for the CPU pipeline check")
+    device = bench_device(args.dry)
     base = DRY if args.dry else FULL
-    device = torch.device("cpu" if args.dry else "cuda")
     batches = args.batches or base["batches"]
     contexts = args.contexts or base["contexts"]
-    heads = [_parse_heads(h) for h in args.heads] if args.heads else base["heads"]
+    heads = [parse_heads(h, "--heads item") for h in args.heads] if args.heads else base["heads"]
     head_dim = args.head_dim or base["head_dim"]
     block_size = args.block_size or base["block_size"]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     forced = parse_config(args.config, PagedAttentionConfig, ("fold_combine",)) if args.config else None
-    copy_gbps = _copy_bandwidth(device, args)
+    copy_gbps = measure_copy_gbps(device, args, 1 << 24)
     notes: list[str] = []
     points: list[Point] = []
     plan = [(h, b, c) for h in heads for b in batches for c in contexts]
@@ -291,17 +290,6 @@ def _check(fn: Callable[[], Any], x: dict[str, Any], samples: int = 3) -> tuple[
     return verdict.ok, verdict.message or ""
 
 
-def _copy_bandwidth(device: Any, args: argparse.Namespace) -> float:
-    """GB/s of a large copy on ``device`` (read + write counted), the ceiling decode aims at."""
-    import torch
-
-    size = (1 << 30) if device.type == "cuda" else (1 << 24)
-    src = torch.empty(size, dtype=torch.uint8, device=device).random_(0, 256)
-    dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), args.dry, args.warmup, args.rep)
-    return 2 * size / (ms * 1e-3) / 1e9
-
-
 def _memory_budget(device: Any) -> float:
     import torch
 
@@ -309,16 +297,6 @@ def _memory_budget(device: Any) -> float:
         return float(1 << 34)
     free, _ = torch.cuda.mem_get_info(device)
     return MEMORY_FRACTION * free
-
-
-def _parse_heads(text: str) -> tuple[int, int]:
-    try:
-        hq, hkv = (int(t) for t in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--heads item {text!r} is not Hq/Hkv (e.g. 32/8)") from None
-    if hkv < 1 or hq % hkv:
-        raise ValueError(f"--heads {text}: Hq must be a multiple of Hkv")
-    return hq, hkv
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -338,19 +316,15 @@ def markdown(result: dict[str, Any]) -> str:
         cfg = ",".join(f"{k}={v}" for k, v in p["config"].items())
         lines.append(
             f"| {p['batch']} | {p['context']} | {p['heads_q']}/{p['heads_kv']} | {p['bytes'] / 1e6:.1f} | "
-            f"{fmt(us.get('tritune'))} | {fmt(gbps.get('tritune'))} | {_pct(frac.get('tritune'))} | "
-            f"{fmt(p.get('graph_us', {}).get('tritune'))} | {_pct(p.get('graph_copy_fraction', {}).get('tritune'))} | "
+            f"{fmt(us.get('tritune'))} | {fmt(gbps.get('tritune'))} | {pct(frac.get('tritune'))} | "
+            f"{fmt(p.get('graph_us', {}).get('tritune'))} | {pct(p.get('graph_copy_fraction', {}).get('tritune'))} | "
             f"{fmt(p.get('graph_us', {}).get('tritune_fold') or us.get('tritune_fold'))} | "
-            f"{_pct(p.get('graph_copy_fraction', {}).get('tritune_fold') or frac.get('tritune_fold'))} | "
+            f"{pct(p.get('graph_copy_fraction', {}).get('tritune_fold') or frac.get('tritune_fold'))} | "
             f"{fmt(us.get('sdpa_gather'))} | {fmt(gbps.get('sdpa_gather'))} | {fmt(us.get('sdpa_contiguous'))} | "
             f"{ratio(us.get('sdpa_gather'), us.get('tritune'))} | {cfg} ({p['config_rule']}) |")
     for note in result["notes"]:
         lines.append(f"\n- {note}")
     return "\n".join(lines)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
 
 
 if __name__ == "__main__":

@@ -35,11 +35,16 @@ from typing import Any
 
 from tritune.bench._common import (
     add_run_arguments,
+    bench_device,
     bench_main,
+    bench_parser,
     environment,
     fmt,
     graph_time_ms,
+    measure_copy_gbps,
     parse_config,
+    parse_heads,
+    pct,
     progress,
     ratio,
     time_ms,
@@ -112,11 +117,7 @@ class Part:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tritune.bench.varlen_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dry", action="store_true",
-                   help="tiny batches on CPU under TRITON_INTERPRET=1 (pipeline check; times are meaningless)")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"), help="query and cache dtype (default bf16)")
+    p = bench_parser("python -m tritune.bench.varlen_bench", __doc__, dry_what="batches", dtype_what="query and cache")
     p.add_argument("--batches", nargs="+", help="batch names to run (default all: "
                    + " ".join(b.name for b in FULL_BATCHES) + ")")
     p.add_argument("--heads", help="Hq/Hkv (default 32/8)")
@@ -150,12 +151,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from tritune.search_space import VarlenAttentionConfig
 
-    if not args.dry and not torch.cuda.is_available():
-        raise ValueError("no CUDA device: run on a GPU, or pass --dry for the CPU pipeline check")
+    device = bench_device(args.dry)
     started = time.monotonic()
-    device = torch.device("cpu" if args.dry else "cuda")
     shape = DRY_SHAPE if args.dry else FULL_SHAPE
-    heads = _parse_heads(args.heads) if args.heads else shape["heads"]
+    heads = parse_heads(args.heads) if args.heads else shape["heads"]
     head_dim = args.head_dim or shape["head_dim"]
     block_size = args.block_size or shape["block_size"]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -167,7 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         unified, where = load_vllm(args.vllm_path)
         notes.append(f"vllm: {where}" if unified else f"vllm skipped: {where}")
         print(notes[-1], flush=True)
-    copy_gbps = args.copy_gbps or _copy_gbps(device, args)
+    copy_gbps = args.copy_gbps or measure_copy_gbps(device, args, 1 << 22)
     matmul_tflops = args.matmul_tflops or _matmul_tflops(device, args)
     results = []
     for i, batch in enumerate(progress(list(batches), "varlen_bench")):
@@ -321,27 +320,6 @@ def _pick_batches(args: argparse.Namespace) -> tuple[ServingBatch, ...]:
     return tuple(names[n] for n in args.batches)
 
 
-def _parse_heads(text: str) -> tuple[int, int]:
-    try:
-        hq, hkv = (int(t) for t in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--heads {text!r} is not Hq/Hkv (e.g. 32/8)") from None
-    if hkv < 1 or hq % hkv:
-        raise ValueError(f"--heads {text}: Hq must be a multiple of Hkv")
-    return hq, hkv
-
-
-def _copy_gbps(device: Any, args: argparse.Namespace) -> float:
-    """GB/s of a large device copy, bytes read + written (the decode ceiling, as paged_bench)."""
-    import torch
-
-    size = (1 << 30) if device.type == "cuda" else (1 << 22)
-    src = torch.empty(size, dtype=torch.uint8, device=device).random_(0, 256)
-    dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), args.dry, args.warmup, args.rep)
-    return 2 * size / (ms * 1e-3) / 1e9
-
-
 def _matmul_tflops(device: Any, args: argparse.Namespace) -> float:
     """TFLOP/s of a bf16 8192^3 matmul on random data (the prefill ceiling)."""
     import torch
@@ -374,7 +352,7 @@ def markdown(result: dict[str, Any]) -> str:
                 lines.append(
                     f"| {b['name']} | {kind} ({p['num_seqs']} seqs, {p['total_q']} tok) | {name} | "
                     f"{_us(t['ms'])} | {_us(t['graph_ms'])} | {_tok(t['tokens_per_s'])} | {fmt(t['gbps'])} | "
-                    f"{fmt(t['tflops'])} | {_pct(t['of_roof'])} | {p['bound']} | {cfg} ({t['config_rule']}) |")
+                    f"{fmt(t['tflops'])} | {pct(t['of_roof'])} | {p['bound']} | {cfg} ({t['config_rule']}) |")
     lines += ["", "Goals (owed on the GPU; >1 = tritune faster): >= 1.0x vLLM on every batch, decode rows >= "
               "paged_attention, prefill chunks >= 0.9x flash_attention.", "",
               "| batch | description | vs vLLM | decode vs paged | prefill vs flash |", "|---|---|---|---|---|"]
@@ -399,10 +377,6 @@ def _us(ms: float | None) -> str:
 
 def _tok(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
 
 
 if __name__ == "__main__":
