@@ -10,12 +10,13 @@ import dataclasses
 import functools
 import itertools
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 Value = int | float | str | bool
 ConfigT = TypeVar("ConfigT", bound="Config")
+ValuesT = TypeVar("ValuesT", bound=Mapping[str, Value])  # a candidate passes through first_passing as it came
 
 
 def config_key(values: Mapping[str, Value]) -> str:
@@ -217,6 +218,20 @@ class SearchSpace:
         if reasons:
             raise ValueError(f"invalid config {config_key(values)} for {self.name}: " + "; ".join(reasons))
         return self.config_type.from_dict(values)
+
+
+def passes(values: Mapping[str, Value], rules: Iterable[Constraint]) -> bool:
+    """Whether every rule accepts ``values`` (no domain check: callers build in-domain values)."""
+    return all(r.check(values) is None for r in rules)
+
+
+def first_passing(candidates: Iterable[ValuesT], rules: Sequence[Constraint]) -> ValuesT | None:
+    """The first of ``candidates`` that every rule accepts, None when none does.
+
+    ``candidates`` is consumed lazily and in order, so a default-config heuristic lists its
+    preferences best first and pays for checking only as many as it needs.
+    """
+    return next((c for c in candidates if passes(c, rules)), None)
 
 
 def pow2_ceil(n: int) -> int:

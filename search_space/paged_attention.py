@@ -27,7 +27,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tritune.search_space._space import Config, Constraint, Param, SearchSpace, Value, pow2_ceil
+from tritune.search_space._space import (
+    Config,
+    Constraint,
+    Param,
+    SearchSpace,
+    Value,
+    first_passing,
+    passes,
+    pow2_ceil,
+)
 from tritune.search_space._specs import DTYPE_BYTES, PagedAttentionSpec
 from tritune.search_space.hardware import Hardware
 
@@ -204,14 +213,14 @@ def default_config(spec: PagedAttentionSpec, hardware: Hardware) -> PagedAttenti
          "fold_combine": False}
         for st in (2, 1) for n in (64, 32, 16) for w in (4, 8)
     ]
-    values = next((c for c in candidates if all(r.check(c) is None for r in rules)), candidates[-1])
+    values = first_passing(candidates, rules) or candidates[-1]
     programs = spec.num_seqs * spec.heads_kv
     target = 2 * max(1, hardware.sm_count)
     while True:
         more = {**values, "num_splits": 2 * int(values["num_splits"])}
         if more["num_splits"] > NUM_SPLITS[-1] or programs * more["num_splits"] > target:
             break
-        if any(r.check(more) is not None for r in rules):
+        if not passes(more, rules):
             break
         values = more
     return PagedAttentionConfig(**values)

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._space import Config, Constraint, Param, SearchSpace, Value, pow2_ceil
+from ._space import Config, Constraint, Param, SearchSpace, Value, first_passing, pow2_ceil
 from ._specs import DTYPE_BYTES, VarlenAttentionSpec
 from .flash_attention import target_arch
 from .hardware import Hardware
@@ -283,11 +283,11 @@ def default_config(spec: VarlenAttentionSpec, hardware: Hardware) -> VarlenAtten
             for st in dict.fromkeys((stages, 2, 1)):
                 for warps in ((8,) if bm >= 128 else (4, 8) if bm >= 64 else (4,)):
                     candidates.append((bm, bn, st, warps))
-    for bm, bn, st, warps in candidates:
-        for packed in dict.fromkeys((pack, False)):
-            values = {"block_m": bm, "block_n": bn, "pack_gqa": packed, "num_splits": 1, "split_diag": True,
-                      "num_warps": warps, "num_stages": st, "exp2_poly": 0}
-            values["num_splits"] = default_splits(spec, hardware, bm, bn, packed)
-            if all(r.check(values) is None for r in rules):
-                return VarlenAttentionConfig(**values)
-    return VarlenAttentionConfig(16, 16, False, 1, True, 4, 1, 0)
+    tries = ({"block_m": bm, "block_n": bn, "pack_gqa": packed,
+              "num_splits": default_splits(spec, hardware, bm, bn, packed), "split_diag": True,
+              "num_warps": warps, "num_stages": st, "exp2_poly": 0}
+             for bm, bn, st, warps in candidates for packed in dict.fromkeys((pack, False)))
+    values = first_passing(tries, rules)
+    if values is None:
+        return VarlenAttentionConfig(16, 16, False, 1, True, 4, 1, 0)
+    return VarlenAttentionConfig(**values)
