@@ -284,8 +284,11 @@ class StudyDriver:
             return pending
 
     def _claimed_elsewhere(self, number: int, key: str) -> bool:
+        # One read of running *and* finished trials: with two reads (finished, then running) a
+        # claim whose trial finished in between was in neither, and two workers measured the same
+        # config (the learned pipeline's workers propose identical configs at the same moment).
         return any(t.number != number and (f := inflight(t)) is not None and f["key"] == key
-                   for t in self._trials(TrialState.RUNNING))
+                   for t in self._trials(TrialState.RUNNING, TrialState.COMPLETE))
 
     def _random_unmeasured(self, busy: set[str]) -> dict[str, Value] | None:
         # Rejection sampling first (cheap on large spaces), enumeration when that keeps missing.

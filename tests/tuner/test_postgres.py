@@ -16,12 +16,17 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow,
               pytest.mark.skipif(not URL, reason="TRITUNE_TEST_POSTGRES_URL is not set (.ci/postgres.sh sets it)")]
 
 
-def test_three_workers_share_one_study_under_a_global_cap(tmp_path):
+# tpe: workers propose different configs; default: the learned pipeline ranks deterministically, so
+# its workers propose the same config at the same moment and the claim protocol decides (before
+# the claim check read running and finished trials in one go, 3 of 4 such runs measured a config
+# twice: a rival's trial finishing between two reads was in neither).
+@pytest.mark.parametrize("strategy", ["tpe", "default"])
+def test_three_workers_share_one_study_under_a_global_cap(tmp_path, strategy):
     db, log = tmp_path / "tuned.db", tmp_path / "measured.log"
     prefix = f"test-{uuid.uuid4().hex[:8]}"  # a fresh study on a server that may outlive this run
     cap = 30
     args = ("--landscape", str(CONV / "W7800.json.gz"), "--db", str(db), "--log", str(log), "--budget", str(cap),
-            "--delay", "0.05", "--storage", URL, "--prefix", prefix)
+            "--delay", "0.05", "--storage", URL, "--prefix", prefix, "--strategy", strategy)
     workers = [start_job(*args) for _ in range(3)]
     outputs = [w.communicate(timeout=240) for w in workers]
     for w, (_out, err) in zip(workers, outputs, strict=True):

@@ -39,9 +39,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=20)
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--storage", default=None)
-    # tpe: the shared-study contract (Optuna hands each worker its own trial) is what is tested; the
-    # learned default pipeline does not yet deduplicate proposals across workers
-    ap.add_argument("--strategy", default="tpe")
+    ap.add_argument("--strategy", default="default")
     ap.add_argument("--prefix", default="tritune")
     args = ap.parse_args()
     landscape = Landscape.load(args.landscape)
