@@ -22,9 +22,22 @@ from tritune.search_space import TuningRecord, config_key
 log = logging.getLogger(__name__)
 
 
+# The modules whose code decides what training produces: a model cached by other code (an older
+# version, or an experiment in the same cache directory) must not pass for this code's.
+_TRAINING_SOURCES = ("_corpus.py", "_language.py", "_model.py", "_options.py", "_tlm.py")
+
+
+def _training_code_hash() -> bytes:
+    h = hashlib.sha256()
+    for name in _TRAINING_SOURCES:
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.digest()
+
+
 def fingerprint(records: Sequence[TuningRecord], options: Any) -> str:
-    """Stable hash of the records and the training options (the cache key of a trained advisor)."""
+    """Stable hash of the records, the training options and the training code (the cache key)."""
     h = hashlib.sha256(repr(dataclasses.asdict(options)).encode())
+    h.update(_training_code_hash())
     for r in sorted(records, key=lambda r: (r.group, config_key(r.config))):
         h.update(f"{r.group}|{config_key(r.config)}|{r.time_ms}|{r.status}\n".encode())
     return h.hexdigest()[:20]

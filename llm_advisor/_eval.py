@@ -5,7 +5,9 @@ for its top-k configs on the held-out one; the held-out recording says how fast 
 ``first_fraction`` is the fraction of optimum (optimum time / time) of the first proposal (0 if
 it failed on the GPU), ``top10_fraction`` the best of the first ten. Next to it, the naive
 transfer baseline of the landscapes' README: configs ranked by their mean log-rank on the other
-GPUs of the same kernel.
+GPUs of the same kernel; and the cost-model baseline: the leave-one-out cost model's (trained on
+the same files) ten best predicted configs, as the same portfolio (``diversify`` over its top
+5%), so whether the language model adds to the cost model zero-shot is one command away.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class TargetResult:
     train_seconds: float
     propose_seconds: float
     proposals: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    cost_model_top10_fraction: float | None = None  # None: not computed (cost_model_baseline False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +64,18 @@ def naive_transfer(target: Landscape, others: Sequence[Landscape], k: int = 10) 
     return [dict(target.entries[key].values) for key in best]
 
 
+def cost_model_portfolio(target: Landscape, records: Sequence[Any], k: int = 10, share: float = 0.05) -> list[dict[str, Any]]:
+    """The leave-one-out cost model's k proposals for ``target``: its best predicted config, then
+    the advisor's portfolio rule (``diversify``) over its predicted top ``share`` of the space."""
+    from tritune.cost_model import GBTCostModel
+    from tritune.llm_advisor._generate import diversify
+
+    configs = target.space.enumerate()
+    scores = GBTCostModel().fit(records).predict(target.hardware, target.kernel, _problem(target), target.space, configs)
+    order = sorted(range(len(configs)), key=lambda i: (scores[i], i))[:max(2 * k, round(share * len(configs)))]
+    return [c for c, _ in diversify([(configs[i], -float(scores[i])) for i in order], k)]
+
+
 def _fractions(target: Landscape, configs: Sequence[dict[str, Any]]) -> list[float]:
     out = []
     for c in configs:
@@ -71,9 +86,12 @@ def _fractions(target: Landscape, configs: Sequence[dict[str, Any]]) -> list[flo
 
 def evaluate(landscapes: Sequence[Landscape], *, k: int = 10, corpus: CorpusOptions | None = None,
              options: TrainOptions | None = None, same_kernel_only: bool = True,
-             targets: Sequence[str] | None = None,
+             targets: Sequence[str] | None = None, cost_model_baseline: bool = False,
              progress: Callable[[str], None] | None = None) -> list[TargetResult]:
     """Leave-one-out over ``landscapes`` (``targets``: only these names are held out in turn).
+
+    ``cost_model_baseline``: also the cost model's top 10 (``cost_model_portfolio``), trained
+    on the same records as the advisor.
 
     Training uses the other files of the held-out file's kernel (its other GPUs); with
     ``same_kernel_only`` False also the other kernels' files (the held-out GPU's included: the
@@ -102,6 +120,7 @@ def evaluate(landscapes: Sequence[Landscape], *, k: int = 10, corpus: CorpusOpti
         t2 = time.perf_counter()
         fr = _fractions(target, [p.config for p in proposals])
         naive = _fractions(target, naive_transfer(target, peers, k)) if peers else [0.0]
+        cost_model = max(_fractions(target, cost_model_portfolio(target, records, 10))) if cost_model_baseline else None
         if len({config_key(p.config) for p in proposals}) != len(proposals):
             raise AssertionError(f"advisor proposed duplicates for {target.name}")  # the contract; never expected
         results.append(TargetResult(
@@ -110,6 +129,7 @@ def evaluate(landscapes: Sequence[Landscape], *, k: int = 10, corpus: CorpusOpti
             naive_first_fraction=naive[0], naive_top10_fraction=max(naive[:10]),
             train_files=len(train_on), train_seconds=t1 - t0, propose_seconds=t2 - t1,
             proposals=tuple({"config": dict(p.config), "score": p.score} for p in proposals),
+            cost_model_top10_fraction=cost_model,
         ))
     return results
 

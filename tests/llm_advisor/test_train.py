@@ -119,3 +119,22 @@ def test_finetune_steps_scale_with_the_problems():
     assert TrainOptions().resolved(1).finetune_steps == 2000
     assert TrainOptions().resolved(500).finetune_steps == 20000
     assert TrainOptions(finetune_steps=7).resolved(12).finetune_steps == 7
+
+
+def test_eval_reports_the_cost_model_baseline_with_the_same_portfolio(toy_landscapes):
+    from tritune.cost_model import GBTCostModel
+    from tritune.llm_advisor._eval import cost_model_portfolio
+
+    target, others = toy_landscapes[0], toy_landscapes[1:]
+    records = [r for land in others if land.kernel == target.kernel for r in land.records()]
+    picks = cost_model_portfolio(target, records, k=5)
+    keys = {tuple(sorted(c.items())) for c in picks}
+    assert len(picks) == len(keys) == 5 and all(target.space.is_valid(c) for c in picks)
+    configs = target.space.enumerate()
+    scores = GBTCostModel().fit(records).predict(target.hardware, target.kernel, dict(target.spec) if target.spec
+                                                 else {"problem_size": target.problem_size}, target.space, configs)
+    best = min(range(len(configs)), key=lambda i: (scores[i], i))
+    assert picks[0] == configs[best]  # the portfolio starts at the model's best prediction
+    results = evaluate(toy_landscapes, k=3, options=TrainOptions(n_embd=16, n_layer=1, pretrain_steps=5, finetune_steps=10),
+                       targets=[target.name], cost_model_baseline=True)
+    assert 0 < results[0].cost_model_top10_fraction <= 1

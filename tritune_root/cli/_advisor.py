@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "kernel (its other GPUs) and "
         "measure its top-k proposals on the held-out file: first_fraction (optimum time / time of the first "
         "proposal, 0 if it failed) and top10_fraction (best of the first ten). Printed next to naive transfer "
-        "(configs by mean log-rank on the other GPUs of the same kernel).",
+        "(configs by mean log-rank on the other GPUs of the same kernel) and the cost model's top 10 "
+        "(trained on the same files, the same portfolio rule): whether the language model adds to it.",
         epilog="example: tritune advisor eval --landscape data/kernel_tuner_cache/convolution_milo "
         "data/kernel_tuner_cache/dedispersion_milo --json")
     e.add_argument("--landscape", nargs="+", required=True, metavar="PATH", help="landscape files or directories")
@@ -68,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also train on the files of other kernels (default: only the held-out file's kernel, "
                    "its other GPUs)")
     e.add_argument("-k", type=int, default=10, help="proposals per target (default 10)")
+    e.add_argument("--no-cost-model", action="store_true",
+                   help="skip the cost-model baseline (a few seconds per target)")
     _add_train_options(e)
     add_json_argument(e)
     e.set_defaults(func=run_eval)
@@ -209,7 +212,7 @@ def run_eval(args: argparse.Namespace) -> int:
         for target in todo:
             bar.set_postfix_str(target.name)
             results.extend(evaluate(landscapes, k=args.k, options=options, same_kernel_only=not args.cross_kernel,
-                                    targets=[target.name]))
+                                    targets=[target.name], cost_model_baseline=not args.no_cost_model))
             bar.update(1)
     summary = {
         "targets": len(results),
@@ -217,14 +220,19 @@ def run_eval(args: argparse.Namespace) -> int:
         "geomean_top10_fraction": geomean([r.top10_fraction for r in results]),
         "naive_geomean_first_fraction": geomean([r.naive_first_fraction for r in results]),
         "naive_geomean_top10_fraction": geomean([r.naive_top10_fraction for r in results]),
+        "cost_model_geomean_top10_fraction": (None if args.no_cost_model else
+                                              geomean([r.cost_model_top10_fraction or 0.0 for r in results])),
         "train_seconds_mean": sum(r.train_seconds for r in results) / max(1, len(results)),
     }
     if args.json:
         print(json.dumps({"summary": summary, "results": [r.to_dict() for r in results]}, indent=2))
         return 0
     print_table([(r.target, r.device, r.first_fraction, r.top10_fraction, r.naive_first_fraction, r.naive_top10_fraction,
+                  "-" if r.cost_model_top10_fraction is None else r.cost_model_top10_fraction,
                   round(r.train_seconds)) for r in results],
-                ("target", "device", "first", "top10", "naive first", "naive top10", "train s"))
+                ("target", "device", "first", "top10", "naive first", "naive top10", "cost model top10", "train s"))
+    cm = summary["cost_model_geomean_top10_fraction"]
     print(f"geometric mean: first {summary['geomean_first_fraction']:.3f}, top10 {summary['geomean_top10_fraction']:.3f} "
-          f"(naive transfer: {summary['naive_geomean_first_fraction']:.3f}, {summary['naive_geomean_top10_fraction']:.3f})")
+          f"(naive transfer: {summary['naive_geomean_first_fraction']:.3f}, {summary['naive_geomean_top10_fraction']:.3f}"
+          + ("" if cm is None else f"; cost model top10: {cm:.3f}") + ")")
     return 0
