@@ -161,8 +161,7 @@ def graph_time_ms(fns: list[Callable[[], Any]], dry: bool, rep: int = 100, min_g
     """
     if dry:
         return None
-    from tritune.tuner._graph import replay_ms
+    from tritune.tuner._graph import replay_ms, rounds_for
 
     per_call = estimate_ms if estimate_ms and estimate_ms > 0 else 0.05
-    rounds = max(1, min(200, int(min_graph_ms / (per_call * len(fns))) + 1))
-    return replay_ms(fns, rounds, rep)
+    return replay_ms(fns, rounds_for(per_call, len(fns), min_graph_ms), rep)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 _MEMO: dict[str, CompileReport] = {}
-REPORT_SCHEMA = 2  # bump when CompileReport gains fields, so cached reports are recomputed
+REPORT_SCHEMA = 3  # bump when CompileReport gains fields, so cached reports are recomputed
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class CompileReport:
     arch: int
     num_warps: int
     num_stages: int
+    maxnreg: int = 0  # the register cap it was compiled under (0: none)
     shared_bytes: int = 0  # dynamic shared memory the launch requests (kernel metadata)
     static_shared_bytes: int = 0
     registers: int | None = None  # per thread
@@ -135,7 +136,8 @@ def _compile(fn: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any
         return _compile_in_worker(fn, signature, constexprs, arch=arch, num_warps=num_warps,
                                   num_stages=num_stages, aligned=aligned, maxnreg=maxnreg)
     start = time.perf_counter()
-    base = {"arch": arch, "num_warps": num_warps, "num_stages": num_stages, "triton_version": triton.__version__}
+    base = {"arch": arch, "num_warps": num_warps, "num_stages": num_stages, "maxnreg": int(maxnreg or 0),
+            "triton_version": triton.__version__}
     options: dict[str, Any] = {"num_warps": num_warps, "num_stages": num_stages}
     if maxnreg:
         options["maxnreg"] = int(maxnreg)

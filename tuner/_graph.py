@@ -15,6 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 MAX_SAMPLES = 1000  # replays timed at the most, however long ``rep_ms`` is
+MAX_ROUNDS = 200
+
+
+def rounds_for(per_call_ms: float, n_fns: int, replay_ms_target: float = 1.0) -> int:
+    """Rounds of ``n_fns`` calls of about ``per_call_ms`` each that make one replay last about
+    ``replay_ms_target`` (1 to ``MAX_ROUNDS``): long enough that event timing resolves it."""
+    return max(1, min(MAX_ROUNDS, int(replay_ms_target / max(1e-3, per_call_ms * n_fns)) + 1))
 
 
 def replay_ms(fns: Sequence[Callable[[], Any]], rounds: int, rep_ms: float) -> float:

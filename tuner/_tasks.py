@@ -16,7 +16,7 @@ from typing import Any
 
 from tritune.search_space import Hardware, ProblemSpec, Value
 from tritune.tuner._backend import MeasureResult, Status
-from tritune.tuner._graph import replay_ms
+from tritune.tuner._graph import replay_ms, rounds_for
 
 FamilyRef = tuple[str, str, str]  # (name, module, attr) as kernels.family_ref returns
 
@@ -67,22 +67,21 @@ def _short(exc: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def compile_status(report: Any, values: Mapping[str, Value] | None = None) -> tuple[Status, str] | None:
+def compile_status(report: Any) -> tuple[Status, str] | None:
     """None when an AOT CompileReport is fine, else the failure it means.
 
-    A config with a register cap (a ``maxnreg`` parameter > 0) that spills is out of resources:
-    the cap is what it tunes, and whether a cap spills only the compiler knows (the search space
-    rejects only the certain cases; see search_space/flash_attention.py).
+    A kernel compiled under a register cap (``report.maxnreg``) that spills is out of resources:
+    the cap is what such a config tunes, and whether a cap spills only the compiler knows (the
+    search space rejects only the certain cases; see search_space/flash_attention.py).
     """
     if not report.ok:
         return Status.COMPILE_ERROR, f"compile failed: {report.error}"
     if not report.fits:
         return Status.OUT_OF_RESOURCES, (f"needs {report.shared_bytes} B of shared memory, over the target's "
                                          f"limit (sm_{report.arch})")
-    cap = int((values or {}).get("maxnreg", 0) or 0)
-    if cap and (report.stack_bytes or 0) > 0:
-        return Status.OUT_OF_RESOURCES, (f"maxnreg={cap} spills {report.stack_bytes} B per thread to local memory "
-                                         f"(sm_{report.arch}); the tile needs more registers than the cap")
+    if report.maxnreg and (report.stack_bytes or 0) > 0:
+        return Status.OUT_OF_RESOURCES, (f"maxnreg={report.maxnreg} spills {report.stack_bytes} B per thread to "
+                                         f"local memory (sm_{report.arch}); the tile needs more registers than the cap")
     return None
 
 
@@ -98,7 +97,7 @@ def aot_compile(ref: FamilyRef, spec: ProblemSpec, hardware: Hardware, values: M
         status = Status.OUT_OF_RESOURCES if classify(exc) is Status.OUT_OF_RESOURCES else Status.COMPILE_ERROR
         return {"status": status.value, "error": f"compile failed: {_short(exc)}",
                 "compile_ms": (time.perf_counter() - t0) * 1e3}
-    bad = compile_status(report, values)
+    bad = compile_status(report)
     out = report.to_dict() if hasattr(report, "to_dict") else {}
     out["compile_ms"] = float(getattr(report, "compile_s", 0.0) or (time.perf_counter() - t0)) * 1e3
     out["status"] = bad[0].value if bad else None
@@ -271,7 +270,7 @@ def _graph_ms(family: Any, spec: ProblemSpec, config: Any, inputs: Mapping[str, 
     size = sum(t.numel() * t.element_size() for t in inputs.values() if isinstance(t, torch.Tensor))
     copies = [inputs] + [family.make_inputs(spec, inputs["q"].device, seed + 2 + i)
                          for i in range(min(15, max(0, -(-L2_EXCEED_BYTES // max(1, size)) - 1)))]
-    rounds = max(1, min(200, int(1.0 / max(1e-3, estimate_ms * len(copies))) + 1))  # ~1 ms per replay
+    rounds = rounds_for(estimate_ms, len(copies))  # ~1 ms per replay
     return replay_ms([functools.partial(family.launch, x, config) for x in copies], rounds, rep_ms)
 
 

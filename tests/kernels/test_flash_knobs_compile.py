@@ -129,7 +129,7 @@ def _check_agreement(spec: FlashAttentionSpec, arch: int, python: str | None, n:
         if config.maxnreg:  # binds, and a spill is the compile stage's to reject (free, before measuring)
             assert r.registers <= config.maxnreg, where
             if r.stack_bytes:
-                assert compile_status(r, values)[0] is Status.OUT_OF_RESOURCES, where
+                assert compile_status(r)[0] is Status.OUT_OF_RESOURCES, where
     for values, reason in rejected:
         config = FlashAttentionConfig.from_dict(values)
         r = compiled(spec, config, arch, python)
@@ -184,7 +184,7 @@ def test_compile_stage_rejects_a_cap_that_spills(python: str | None) -> None:
         assert space_for(spec, hw).is_valid(config.to_dict()), config
     r = compiled(spec, spilling, 80, python)
     assert r.ok and r.stack_bytes > 0, r
-    status, reason = compile_status(r, spilling.to_dict())
+    status, reason = compile_status(r)
     assert status is Status.OUT_OF_RESOURCES and "maxnreg=128 spills" in reason, reason
     ok = compiled(spec, fitting, 80, python)
-    assert ok.ok and ok.stack_bytes == 0 and compile_status(ok, fitting.to_dict()) is None, ok
+    assert ok.ok and ok.stack_bytes == 0 and compile_status(ok) is None, ok
