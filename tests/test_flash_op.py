@@ -37,6 +37,29 @@ def test_matches_reference_gqa_and_bshd_views(causal):
     check_close(out, q, k, v, causal)
 
 
+def _value_dim_reference(q, k, v, causal, dtype):
+    import torch.nn.functional as F
+
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    mask = None
+    if causal:  # bottom-right aligned, as the kernel
+        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril(k.shape[2] - q.shape[2])
+    return F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), attn_mask=mask)
+
+
+@pytest.mark.parametrize(("qk_dim", "value_dim", "causal"), [(24, 16, True), (40, 64, False), (192 // 4, 32, False)])
+def test_value_head_dim_may_differ(qk_dim, value_dim, causal):
+    # latent attention (DeepSeek V2/V3: q/k 192, v 128) and the reverse; the default scale is q's
+    q, k, _ = qkv(sq=21, skv=27, d=qk_dim, dtype=torch.bfloat16, seed=3)
+    v = torch.randn(2, 2, 27, value_dim, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    out = flash_attention(q, k, v, causal=causal)
+    assert out.shape == (2, 4, 21, value_dim) and out.is_contiguous()
+    result = compare(out, _value_dim_reference(q, k, v, causal, torch.float64),
+                     _value_dim_reference(q, k, v, causal, torch.bfloat16))
+    assert result.ok, result.message
+
+
 def test_public_entry_points_are_the_same_op():
     # tritune.ops also re-exports the paged op, which another branch provides
     pytest.importorskip("tritune._paged_op")

@@ -82,8 +82,12 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     q ``[B, Hq, Sq, D]``, k/v ``[B, Hkv, Skv, D]`` with ``Hq % Hkv == 0`` (GQA/MQA without
     repeating K/V), any strides, fp16/bf16 (fp32 accepted), D up to 256. ``causal`` aligns the
     mask bottom-right when Sq != Skv: query i sees keys j <= i + Skv - Sq (a query that sees no
-    key gets 0). ``scale`` defaults to 1/sqrt(D). Returns ``[B, Hq, Sq, D]`` in q's dtype, and
+    key gets 0). ``scale`` defaults to 1/sqrt(D). Returns ``[B, Hq, Sq, Dv]`` in q's dtype, and
     with ``return_lse`` also the log-sum-exp of the scaled scores ``[B, Hq, Sq]`` (fp32).
+
+    v may have its own head dim ``Dv`` (multi-head latent attention, DeepSeek V2/V3: q/k 192,
+    v 128): the narrower side is zero-padded to the wider one for the launch (zero columns add
+    nothing to q.k, zero value columns are sliced off), at the cost of one copy of it.
 
     ``kv_window`` (padded batches, KV caches with empty slots): int32 ``[B, 3]`` rows
     ``(lo, hi, shift)``; batch b sees only keys ``lo <= j < hi`` and, when causal, query i sees
@@ -96,12 +100,31 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
         scale = 1.0 / math.sqrt(q.shape[-1])
     elif not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale={scale!r} must be a finite positive number (or None for 1/sqrt(head_dim))")
+    value_dim = v.shape[3]
+    q, k, v = pad_head_dims(q, k, v)
     args = (q, k, v, kv_window, bool(causal), float(scale), bool(return_lse))
     if _plain_eager(q, k, v):
         out, lse = _flash_attention_impl(*args)  # skips ~18 us of dispatcher for the same result
     else:
         out, lse = torch.ops.tritune.flash_attention(*args)
+    if out.shape[3] != value_dim:
+        out = out[..., :value_dim].contiguous()
     return (out, lse) if return_lse else out
+
+
+def pad_head_dims(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v with one head dim: the narrower of q/k and v zero-padded (last axis) to the wider.
+
+    Exact: zero q/k columns add nothing to the scores, zero v columns give output columns the
+    caller slices off. The scale must be taken from q's own head dim before this.
+    """
+    qk_dim, value_dim = q.shape[-1], v.shape[-1]
+    if qk_dim == value_dim:
+        return q, k, v
+    pad = torch.nn.functional.pad
+    if value_dim < qk_dim:
+        return q, k, pad(v, (0, qk_dim - value_dim))
+    return pad(q, (0, value_dim - qk_dim)), pad(k, (0, value_dim - qk_dim)), v
 
 
 def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -122,8 +145,9 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.device.type != "cuda" and not interpreting():
         raise ValueError(f"q is on {q.device}; tritune.flash_attention runs on CUDA GPUs "
                          "(or on CPU with TRITON_INTERPRET=1 set before tritune is imported)")
-    if v.shape != k.shape:
-        raise ValueError(f"v.shape={tuple(v.shape)} must equal k.shape={tuple(k.shape)}")
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"v.shape={tuple(v.shape)} must equal k.shape={tuple(k.shape)} in its first three "
+                         "dims [batch, heads_kv, seq_kv] (only the head dim may differ)")
     if k.shape[0] != q.shape[0]:
         raise ValueError(f"k.shape[0]={k.shape[0]} (batch) must equal q.shape[0]={q.shape[0]}")
     head_dim = q.shape[3]
@@ -131,6 +155,8 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"k.shape[3]={k.shape[3]} (head_dim) must equal q.shape[3]={head_dim}")
     if not 1 <= head_dim <= MAX_HEAD_DIM:
         raise ValueError(f"head_dim={head_dim} (q.shape[3]) is not supported; supported: 1..{MAX_HEAD_DIM}")
+    if not 1 <= v.shape[3] <= MAX_HEAD_DIM:
+        raise ValueError(f"v.shape[3]={v.shape[3]} (value head_dim) is not supported; supported: 1..{MAX_HEAD_DIM}")
     heads_q, heads_kv = q.shape[1], k.shape[1]
     if heads_kv == 0 or heads_q % heads_kv:
         raise ValueError(f"q.shape[1]={heads_q} (heads_q) must be a multiple of k.shape[1]={heads_kv} (heads_kv)")

@@ -114,7 +114,7 @@ def run_tune(args: argparse.Namespace) -> int:
         return 0
     _check_args(args)
     from tritune.db import TuningDB
-    from tritune.tuner import Budget, tune
+    from tritune.tuner import tune
 
     advisor, cost_model = _advisor(args.advisor), _cost_model(args.cost_model)
     backend_name, problems, default_budget, landscapes = _problems(args)

@@ -10,14 +10,17 @@ name:
   ``lo <= j < hi`` are visible and query i sits at position ``i + shift`` (it sees keys
   ``j <= i + shift``). Sliding-window layers
   (Mistral, Qwen2, Gemma 2/3, gpt-oss) get a fourth column, ``left``: query i also needs
-  ``j >= i + shift - left``. That covers left padding, right padding, the empty slots of a static
+  ``j >= i + shift - left``. Bidirectional sliding-window layers (ModernBERT's local attention,
+  ``|i - j| <= w``) get a fifth, ``right``: query i sees ``j <= i + shift + right`` instead of
+  ``j <= i + shift``. That covers left padding, right padding, the empty slots of a static
   cache and sliding-window caches. Patterns with no such form (holes in the padding mask, packed
   sequences, chunked attention, custom or image-token masks, tracing) get sdpa's boolean 4-D
   mask, and the log says so once;
 - an attention function (``AttentionInterface``): plain layers run ``tritune.flash_attention``;
   sliding-window, soft-capped (``softcap``, Gemma 2) and sink (``s_aux``, gpt-oss) layers run
   ``tritune.varlen_attention`` over transformers' K/V as a strided ``[B, S_k, Hkv, D]`` view (no
-  copy), the window rows as its ``kv_bounds``. A 4-D mask, dropout in training, a position bias
+  copy), the window rows as its ``kv_bounds``. A value head dim narrower than q/k's (latent
+  attention: DeepSeek V2/V3) is zero-padded for the launch and sliced off after. A 4-D mask, dropout in training, a position bias
   or float32 inputs on those layers run in PyTorch instead (SDPA, or the eager math when softcap
   or sinks are on), logged once with the reason.
 
@@ -32,7 +35,7 @@ import logging
 from typing import Any
 
 import torch
-from tritune._flash_op import flash_attention
+from tritune._flash_op import flash_attention, pad_head_dims
 from tritune._varlen_op import varlen_attention
 
 NAME = "tritune"
@@ -91,8 +94,9 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
     """The mask function of ``attn_implementation="tritune"`` (transformers' mask contract).
 
     Returns None (no padding; the attention function uses the module's causal flag), the window
-    rows as an int32 ``[batch, 1, 1, 3]`` (full attention) or ``[batch, 1, 1, 4]`` (sliding
-    window) tensor, or sdpa's boolean ``[batch, 1, q, kv]`` mask as a fallback.
+    rows as an int32 ``[batch, 1, 1, 3]`` (full attention), ``[batch, 1, 1, 4]`` (sliding
+    window) or ``[batch, 1, 1, 5]`` (bidirectional sliding window) tensor, or sdpa's boolean
+    ``[batch, 1, q, kv]`` mask as a fallback.
     """
     from transformers.masking_utils import causal_mask_function, prepare_padding_mask, sdpa_mask
     from transformers.utils.import_utils import is_tracing
@@ -112,8 +116,9 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
         if window is None:
             return None
         if window is not False:
-            if kind == "sliding":
-                window = torch.cat([window, torch.full_like(window[:, :1], left)], dim=1)
+            if kind in ("sliding", "sliding_bidirectional"):
+                edges = [left] if kind == "sliding" else [left, left]
+                window = torch.cat([window, window.new_tensor(edges).expand(batch_size, len(edges))], dim=1)
             # 4-D, so that transformers passes it through as a prepared mask: generate() with a
             # static cache builds the masks ahead and hands them back as the model's attention_mask,
             # and a 2-D tensor there would be read as a padding mask.
@@ -126,11 +131,14 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
 
 
 def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None, int | None]:
-    """("causal" | "bidirectional" | "sliding" | None, window left) of transformers' mask function.
+    """("causal" | "bidirectional" | "sliding" | "sliding_bidirectional" | None, window left) of
+    transformers' mask function.
 
     The sliding pattern is ``and_masks(sliding_window_overlay(w), causal_mask_function)`` (key
-    visible iff ``q - w < kv <= q``), which is flash-attn's window ``(w - 1, 0)``. It is built
-    per call, so it is recognized by its structure, then confirmed on a small grid of indices.
+    visible iff ``q - w < kv <= q``), which is flash-attn's window ``(w - 1, 0)``; the
+    bidirectional one (ModernBERT) ``and_masks(sliding_window_bidirectional_overlay(w),
+    bidirectional_mask_function)`` (``|q - kv| <= w``), flash-attn's ``(w, w)``. Both are built
+    per call, so they are recognized by their structure, then confirmed on a small grid of indices.
     """
     from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
 
@@ -140,9 +148,19 @@ def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None
         if mask_function is bidirectional_mask_function:
             return "bidirectional", None
         return None, None
-    window = _sliding_window_of(mask_function, causal_mask_function)
-    if window is None or window != local_size or window < 1:
+    window = _sliding_window_of(mask_function, causal_mask_function, "sliding_window_overlay")
+    if window is None:
+        window = _sliding_window_of(mask_function, bidirectional_mask_function, "sliding_window_bidirectional_overlay")
+        if window is None or window != local_size or window < 0:
+            return None, None
+        return ("sliding_bidirectional", window) if _confirmed(mask_function, window, window, window) else (None, None)
+    if window != local_size or window < 1:
         return None, None
+    return ("sliding", window - 1) if _confirmed(mask_function, window, window - 1, 0) else (None, None)
+
+
+def _confirmed(mask_function: Any, window: int, left: int, right: int) -> bool:
+    """Whether ``mask_function`` is ``q - left <= kv <= q + right`` on indices around the window's edges."""
     # Indices around both edges of the window (a full grid would be O(window^2) per forward).
     n = torch.tensor(sorted({max(0, x) for x in (0, 1, window - 2, window - 1, window, window + 1,
                                                 2 * window - 1, 2 * window, 2 * window + 1)}))
@@ -150,11 +168,9 @@ def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None
     try:
         got = mask_function(torch.tensor(0), torch.tensor(0), q_idx, kv_idx)
     except Exception:  # noqa: BLE001 - anything unexpected: not the pattern we know
-        return None, None
-    expected = (kv_idx <= q_idx) & (kv_idx > q_idx - window)
-    if not isinstance(got, torch.Tensor) or got.shape != expected.shape or not bool((got == expected).all()):
-        return None, None
-    return "sliding", window - 1
+        return False
+    expected = (kv_idx <= q_idx + right) & (kv_idx >= q_idx - left)
+    return isinstance(got, torch.Tensor) and got.shape == expected.shape and bool((got == expected).all())
 
 
 def _closure_value(fn: Any, name: str) -> Any:
@@ -164,13 +180,14 @@ def _closure_value(fn: Any, name: str) -> Any:
     return fn.__closure__[code.co_freevars.index(name)].cell_contents
 
 
-def _sliding_window_of(mask_function: Any, causal_mask_function: Any) -> int | None:
+def _sliding_window_of(mask_function: Any, base_mask_function: Any, overlay: str) -> int | None:
+    """w of ``and_masks(<overlay>(w), base_mask_function)``, None for any other function."""
     if getattr(mask_function, "__qualname__", "") != "and_masks.<locals>.and_mask":
         return None
     parts = _closure_value(mask_function, "mask_functions")
-    if not isinstance(parts, tuple) or len(parts) != 2 or parts[1] is not causal_mask_function:
+    if not isinstance(parts, tuple) or len(parts) != 2 or parts[1] is not base_mask_function:
         return None
-    if getattr(parts[0], "__qualname__", "") != "sliding_window_overlay.<locals>.inner_mask":
+    if getattr(parts[0], "__qualname__", "") != f"{overlay}.<locals>.inner_mask":
         return None
     window = _closure_value(parts[0], "sliding_window")
     return window if isinstance(window, int) and not isinstance(window, bool) else None
@@ -212,9 +229,9 @@ def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_len
 
 
 def window_rows(mask: Any) -> torch.Tensor | None:
-    """The ``[B, 3|4]`` rows of a window mask (int32 ``[B, 1, 1, 3|4]``), None for any other mask."""
+    """The ``[B, 3|4|5]`` rows of a window mask (int32 ``[B, 1, 1, 3|4|5]``), None for any other mask."""
     if (isinstance(mask, torch.Tensor) and mask.dtype == torch.int32 and mask.dim() == 4
-            and mask.shape[1:3] == (1, 1) and mask.shape[3] in (3, 4)):
+            and mask.shape[1:3] == (1, 1) and mask.shape[3] in (3, 4, 5)):
         return mask.view(mask.shape[0], mask.shape[3])
     return None
 
@@ -224,8 +241,9 @@ def expand_window(window: torch.Tensor, q_length: int, kv_length: int, left: int
     i = torch.arange(q_length, device=window.device)[None, :, None]
     j = torch.arange(kv_length, device=window.device)[None, None, :]
     lo, hi, shift = (window[:, c, None, None].long() for c in range(3))
-    visible = (j >= lo) & (j < hi) & (j <= i + shift)
-    if left is None and window.shape[1] == 4:
+    right = window[:, 4, None, None].long() if window.shape[1] == 5 else 0
+    visible = (j >= lo) & (j < hi) & (j <= i + shift + right)
+    if left is None and window.shape[1] >= 4:
         left = window[:, 3, None, None].long()
     if left is not None:
         visible &= j >= i + shift - left
@@ -245,7 +263,8 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     window = window_rows(attention_mask)
     # The window's left edge must be a host int: the model's sliding_window argument gives it.
     left = sliding_window - 1 if sliding_window is not None else None
-    varlen = left is not None or softcap > 0 or sinks is not None or (window is not None and window.shape[1] == 4)
+    two_sided = window is not None and window.shape[1] == 5  # bidirectional sliding window: (left, left)
+    varlen = left is not None or softcap > 0 or sinks is not None or (window is not None and window.shape[1] >= 4)
     reason = _fallback_reason(module, query, attention_mask, window, dropout, left, varlen, kwargs)
     if reason is not None:
         _fallback_once(reason)
@@ -260,11 +279,14 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
             # prefill, whose extra slots are empty: the same crop as sdpa's integration.
             key, value = key[:, :, :q_length], value[:, :, :q_length]
     else:
-        causal = True  # the window's shift carries the diagonal (beyond reach when bidirectional)
+        # The window's shift carries the diagonal (beyond reach when bidirectional); a two-sided
+        # window's shift is the real diagonal, and its right edge bounds the keys instead.
+        causal = not two_sided
     if not varlen:
         out = flash_attention(query, key, value, causal=causal, scale=scaling, kv_window=window)
         return out.transpose(1, 2).contiguous(), None
-    return _varlen_forward(query, key, value, window, causal, left, softcap, sinks, scaling), None
+    right = left if two_sided else (0 if causal else -1)
+    return _varlen_forward(query, key, value, window, causal, left, right, softcap, sinks, scaling), None
 
 
 def _fallback_reason(module: torch.nn.Module, query: torch.Tensor, attention_mask: Any, window: Any, dropout: float,
@@ -275,7 +297,7 @@ def _fallback_reason(module: torch.nn.Module, query: torch.Tensor, attention_mas
         return "a position_bias (additive score bias)"
     if attention_mask is not None and window is None:
         return "a 4-D attention mask (a custom mask, or a pattern the mask function has no window form for)"
-    if window is not None and window.shape[1] == 4 and left is None:
+    if window is not None and window.shape[1] >= 4 and left is None:
         return "a sliding-window mask without the layer's sliding_window argument"
     if varlen and query.dtype not in (torch.float16, torch.bfloat16):
         return f"{query.dtype} inputs on a sliding-window/softcap/sink layer (the varlen kernel takes fp16/bf16)"
@@ -283,8 +305,12 @@ def _fallback_reason(module: torch.nn.Module, query: torch.Tensor, attention_mas
 
 
 def _varlen_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, window: torch.Tensor | None,
-                    causal: bool, left: int | None, softcap: float, sinks: torch.Tensor | None,
+                    causal: bool, left: int | None, right: int, softcap: float, sinks: torch.Tensor | None,
                     scaling: float | None) -> torch.Tensor:
+    value_dim = value.shape[-1]
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5  # of q's own head dim, before any padding
+    query, key, value = pad_head_dims(query, key, value)  # latent attention: v narrower than q/k
     batch, heads_q, q_length, head_dim = query.shape
     # [B, S_k, Hkv, D] views of transformers' [B, Hkv, S_k, D]: the op reads any strides.
     k, v = key.transpose(1, 2), value.transpose(1, 2)
@@ -294,9 +320,10 @@ def _varlen_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     cu_seqlens_q = torch.arange(batch + 1, dtype=torch.int32, device=query.device) * q_length
     bounds = window[:, :3].contiguous() if window is not None else None
     out = varlen_attention(q, k, v, cu_seqlens_q, q_length, k.shape[1], kv_bounds=bounds, causal=causal,
-                           window_size=(-1 if left is None else left, 0 if causal else -1), softcap=float(softcap),
+                           window_size=(-1 if left is None else left, right), softcap=float(softcap),
                            sinks=None if sinks is None else sinks.float(), scale=scaling)
-    return out.view(batch, q_length, heads_q, head_dim)
+    out = out.view(batch, q_length, heads_q, head_dim)
+    return out if head_dim == value_dim else out[..., :value_dim].contiguous()
 
 
 def _torch_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from tritune._varlen_op import varlen_attention
+from tritune.integrations.vllm import NAME
+from tritune.integrations.vllm._kv_write import write_kv_cache
 from vllm.v1.attention.backend import (
     AttentionBackend,
     AttentionCGSupport,
@@ -37,10 +40,6 @@ from vllm.v1.attention.backend import (
     CommonAttentionMetadata,
     MultipleOf,
 )
-
-from tritune._varlen_op import varlen_attention
-from tritune.integrations.vllm import NAME
-from tritune.integrations.vllm._kv_write import write_kv_cache
 
 # Head dims the varlen kernel is verified on (tests/kernels/test_varlen_attention.py's grid).
 HEAD_SIZES = (64, 80, 96, 128, 192, 256)
