@@ -194,3 +194,14 @@ def test_eager_fast_path_equals_the_operator():
         fq, fk, fv = (mode.from_tensor(t) for t in (q, k, v))
         out = flash_attention(fq, fk, fv, causal=True)
     assert out.shape == q.shape and out.dtype == q.dtype
+
+
+def test_inputs_that_require_grad_are_refused_under_grad_mode():
+    # forward-only: a result silently cut out of the autograd graph would train wrong weights
+    q, k, v = qkv(d=16)
+    q.requires_grad_(True)
+    with pytest.raises(ValueError, match="q requires grad: tritune.flash_attention is forward-only"):
+        flash_attention(q, k, v)
+    with torch.no_grad():
+        check_close(flash_attention(q, k, v), q.detach(), k, v, False)
+

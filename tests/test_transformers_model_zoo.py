@@ -272,3 +272,22 @@ def test_latent_attention_generate_matches_a_full_forward():
         baseline = base(input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1].float()
     verdict = compare(steps.to(torch.bfloat16), expected, baseline)
     assert verdict.ok, verdict.message
+
+
+def test_training_runs_in_pytorch_with_the_right_gradients(launches, caplog):
+    # the kernels have no backward: a forward with grad must not cut attention out of the graph
+    name = tritune.register_transformers()
+    cls, config, inputs, valid = case("bert")
+    ref = build(cls, config, "eager", torch.float32)
+    model = build(cls, config, name, torch.float32, ref.state_dict())
+    grads = []
+    integration._fallback_once.cache_clear()  # logged once per process: make this test's call the first
+    for m in (ref, model):
+        m.zero_grad()
+        with caplog.at_level(logging.WARNING, logger="tritune.integrations.transformers"):
+            (output_of(m(**inputs))[valid.bool()] ** 2).mean().backward()
+        grads.append(m.encoder.layer[0].attention.self.query.weight.grad)
+    assert launches["flash"] == 0 and launches["fallback"] == 2
+    assert grads[1] is not None and grads[1].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+    assert "inputs that require grad" in caplog.text

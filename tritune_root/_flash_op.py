@@ -12,6 +12,7 @@ import math
 
 import torch
 from tritune import runtime
+from tritune._paged_op import refuse_grad
 from tritune.kernels import flash_attention as _fa
 from tritune.search_space import FlashAttentionSpec, interpreting
 
@@ -94,6 +95,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     keys ``j <= i + shift`` (the default is ``(0, Skv, Skv - Sq)``).
     """
     check_inputs(q, k, v)
+    refuse_grad("tritune.flash_attention", q=q, k=k, v=v)
     if kv_window is not None:
         kv_window = _check_window(kv_window, q)
     if scale is None:

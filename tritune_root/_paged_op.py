@@ -37,6 +37,18 @@ def _value_checks_on(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def refuse_grad(op: str, **tensors: torch.Tensor | None) -> None:
+    """ValueError when grad mode is on and an input requires grad: the kernels have no backward,
+    and an output that silently drops out of the autograd graph would train wrong weights."""
+    if not torch.is_grad_enabled():
+        return
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            raise ValueError(f"{name} requires grad: {op} is forward-only (no backward kernel); call it under "
+                             "torch.no_grad()/torch.inference_mode() or pass detached tensors (train with "
+                             "PyTorch's scaled_dot_product_attention)")
+
+
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
                     seq_lens: torch.Tensor, *, scale: float | None = None) -> torch.Tensor:
     """Decode attention for one new token per sequence over a paged KV cache.
@@ -47,6 +59,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     bf16; ``scale`` defaults to ``1/sqrt(D)``. Returns ``[S, Hq, D]`` in q's dtype.
     """
     check_arguments(q, k_cache, v_cache, block_table, seq_lens)
+    refuse_grad("tritune.paged_attention", q=q, k_cache=k_cache, v_cache=v_cache)
     if scale is None:
         scale = 1.0 / float(q.shape[-1]) ** 0.5
     if (not _is_fake(seq_lens)) and _value_checks_on(q.device) and not torch.compiler.is_compiling():

@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from tritune._paged_op import _is_fake, _value_checks_on
+from tritune._paged_op import _is_fake, _value_checks_on, refuse_grad
 from tritune.search_space import VarlenAttentionSpec, interpreting
 
 log = logging.getLogger("tritune.varlen")
@@ -69,6 +69,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
                     seqused_k=seqused_k, block_table=block_table, alibi_slopes=alibi_slopes, sinks=sinks,
                     k_descale=k_descale, v_descale=v_descale, kv_bounds=kv_bounds, out=out)
     softcap = _check_softcap(softcap)
+    refuse_grad("tritune.varlen_attention", q=q, k=k, v=v, sinks=sinks, alibi_slopes=alibi_slopes)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     elif not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tritune._paged_op import _value_checks_on
+from tritune._paged_op import _value_checks_on, refuse_grad
 from tritune._varlen_op import varlen_attention
 
 # Page sizes tried when a dense per-sequence cache is read through a page table (cache_batch_idx):
@@ -53,11 +53,7 @@ def _forward_only(tensors: dict[str, torch.Tensor | None], dropout_p: float = 0.
     if deterministic:
         raise ValueError("deterministic=True selects flash-attn's deterministic backward pass; tritune.flash_attn "
                          "is forward-only (its forward is deterministic): pass deterministic=False")
-    if torch.is_grad_enabled():
-        for name, t in tensors.items():
-            if isinstance(t, torch.Tensor) and t.requires_grad:
-                raise ValueError(f"{name} requires grad: tritune.flash_attn has no backward pass; call it under "
-                                 "torch.no_grad()/torch.inference_mode() or pass detached tensors")
+    refuse_grad("tritune.flash_attn", **tensors)
 
 
 def _scale(softmax_scale: float | None, head_dim: int) -> float:

@@ -22,7 +22,8 @@ name:
   copy), the window rows as its ``kv_bounds``. A value head dim narrower than q/k's (latent
   attention: DeepSeek V2/V3) is zero-padded for the launch and sliced off after. A 4-D mask, dropout in training, a position bias
   or float32 inputs on those layers run in PyTorch instead (SDPA, or the eager math when softcap
-  or sinks are on), logged once with the reason.
+  or sinks are on), logged once with the reason; so do inputs that require grad (training, or a
+  forward outside ``torch.no_grad()``): the kernels have no backward pass.
 
 Continuous batching (``model.generate_batch``) cannot use this implementation; see
 ``CONTINUOUS_BATCHING`` below for why.
@@ -265,7 +266,8 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     left = sliding_window - 1 if sliding_window is not None else None
     two_sided = window is not None and window.shape[1] == 5  # bidirectional sliding window: (left, left)
     varlen = left is not None or softcap > 0 or sinks is not None or (window is not None and window.shape[1] >= 4)
-    reason = _fallback_reason(module, query, attention_mask, window, dropout, left, varlen, kwargs)
+    reason = _fallback_reason(module, (query, key, value, sinks), attention_mask, window, dropout, left, varlen,
+                              kwargs)
     if reason is not None:
         _fallback_once(reason)
         return _torch_attention(module, query, key, value, attention_mask, dropout, scaling, is_causal, left,
@@ -289,10 +291,15 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     return _varlen_forward(query, key, value, window, causal, left, right, softcap, sinks, scaling), None
 
 
-def _fallback_reason(module: torch.nn.Module, query: torch.Tensor, attention_mask: Any, window: Any, dropout: float,
-                     left: int | None, varlen: bool, kwargs: dict[str, Any]) -> str | None:
+def _fallback_reason(module: torch.nn.Module, inputs: tuple[torch.Tensor | None, ...], attention_mask: Any,
+                     window: Any, dropout: float, left: int | None, varlen: bool, kwargs: dict[str, Any]) -> str | None:
+    query = inputs[0]
     if dropout and module.training:
         return "attention dropout in training"
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        # The kernels have no backward: their output would drop out of the autograd graph.
+        return ("inputs that require grad (training, or a forward outside torch.no_grad()/torch.inference_mode(): "
+                "run inference under one of those to use the kernels)")
     if kwargs.get("position_bias") is not None:
         return "a position_bias (additive score bias)"
     if attention_mask is not None and window is None:
