@@ -291,3 +291,55 @@ def test_training_runs_in_pytorch_with_the_right_gradients(launches, caplog):
     assert grads[1] is not None and grads[1].abs().max() > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
     assert "inputs that require grad" in caplog.text
+
+
+def llama4(chunk: int):
+    # 4 layers: three chunked, the fourth (no rope) full attention
+    return transformers.Llama4ForCausalLM, transformers.Llama4TextConfig(
+        num_hidden_layers=4, num_key_value_heads=2, head_dim=16, intermediate_size_mlp=96, num_local_experts=2,
+        max_position_embeddings=64, attention_chunk_size=chunk, initializer_range=0.1, **SMALL)
+
+
+@pytest.mark.parametrize(("chunk", "launched", "fallbacks"), [(16, 24, 0), (8, 21, 3)])
+def test_chunked_attention_generate(chunk, launched, fallbacks, launches):
+    # Llama 4: causal within chunks counted from each sequence's first token. A 13-token prompt
+    # (one row left-padded by 4) and 6 new tokens: with chunk 16 the decode steps cross a chunk
+    # boundary (position 16) and every layer of every step runs the kernel, the chunk as the
+    # rows' lower key bound; with chunk 8 the prompt spans two chunks, so the prefill's chunked
+    # layers run in PyTorch (logged) and the decode steps on the kernel.
+    name = tritune.register_transformers()
+    cls, config = llama4(chunk)
+    ref = build(cls, config, "eager", torch.float32)
+    state = ref.state_dict()
+    base = build(cls, config, "eager", torch.bfloat16, state)
+    model = build(cls, config, name, torch.bfloat16, state)
+    ids, mask = _left_padded()
+    new = 6
+    with torch.no_grad():
+        launches.update(flash=0, varlen=0, fallback=0)
+        gen = model.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=0, eos_token_id=None)
+        assert (launches["flash"], launches["fallback"]) == (launched, fallbacks)
+        steps = torch.stack(gen.logits, dim=1)
+        full_mask = torch.cat([mask, torch.ones(2, new, dtype=mask.dtype)], dim=1)
+        expected = ref(input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1]
+        baseline = base(input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1].float()
+        unchunked = build(cls, llama4(64)[1], "eager", torch.float32, state)
+        gap = (unchunked(input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1] - expected)
+    verdict = compare(steps.to(torch.bfloat16), expected, baseline)
+    assert verdict.ok, verdict.message
+    assert gap.abs().max() > 10 * verdict.allowed  # the chunks matter here: ignoring them would fail
+
+
+def test_chunked_mask_rows():
+    from transformers.masking_utils import chunked_causal_mask_function
+
+    fn = chunked_causal_mask_function(4, torch.tensor([0, 2]))
+    assert integration.mask_pattern(fn, 4) == ("chunked", 4)
+    padding = torch.tensor([[1] * 10, [0, 0] + [1] * 8], dtype=torch.bool)
+    # one decode query at position 9: row 0's chunk starts at 8, row 1's (counted from 2) at 6
+    rows = integration.tritune_mask(2, 1, 10, q_offset=9, mask_function=fn, attention_mask=padding, local_size=4)
+    assert rows.view(2, 3).tolist() == [[8, 10, 9], [6, 10, 9]]
+    # a prefill across a chunk boundary has no row form: SDPA's boolean mask, which is exact
+    full = integration.tritune_mask(2, 10, 10, mask_function=fn, attention_mask=padding, local_size=4)
+    assert full.dtype == torch.bool and full.shape == (2, 1, 10, 10)

@@ -206,7 +206,8 @@ def test_mask_pattern_recognition():
     # the window size the mask function was built with must be the one transformers announces
     assert integration.mask_pattern(sliding_window_causal_mask_function(4), 3) == (None, None)
     chunked = chunked_causal_mask_function(4, torch.zeros(1, dtype=torch.long))
-    assert integration.mask_pattern(chunked, 4) == (None, None)
+    assert integration.mask_pattern(chunked, 4) == ("chunked", 4)  # rows: tests/test_transformers_model_zoo.py
+    assert integration.mask_pattern(chunked, 8) == (None, None)
 
 
 def test_window_rows_expand_to_the_mask_they_stand_for():

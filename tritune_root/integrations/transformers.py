@@ -8,22 +8,25 @@ name:
   padding mask into what the kernels understand: nothing at all for an unpadded causal batch,
   else one int32 row per sequence ``(lo, hi, shift)``, shaped ``[B, 1, 1, 3]``: keys
   ``lo <= j < hi`` are visible and query i sits at position ``i + shift`` (it sees keys
-  ``j <= i + shift``). Sliding-window layers
-  (Mistral, Qwen2, Gemma 2/3, gpt-oss) get a fourth column, ``left``: query i also needs
-  ``j >= i + shift - left``. Bidirectional sliding-window layers (ModernBERT's local attention,
-  ``|i - j| <= w``) get a fifth, ``right``: query i sees ``j <= i + shift + right`` instead of
-  ``j <= i + shift``. That covers left padding, right padding, the empty slots of a static
-  cache and sliding-window caches. Patterns with no such form (holes in the padding mask, packed
-  sequences, chunked attention, custom or image-token masks, tracing) get sdpa's boolean 4-D
-  mask, and the log says so once;
+  ``j <= i + shift``). Sliding-window layers (Mistral, Qwen2, Gemma 2/3, gpt-oss) get a fourth
+  column, ``left``: query i also needs ``j >= i + shift - left``. Bidirectional sliding-window
+  layers (ModernBERT's local attention, ``|i - j| <= w``) get a fifth, ``right``: query i sees
+  ``j <= i + shift + right`` instead of ``j <= i + shift``. Chunked layers (Llama 4) get causal
+  rows whose ``lo`` is the first key of the sequence's current chunk, when every real query of
+  the step is in one chunk (decode, and any prompt shorter than the chunk). That covers left
+  padding, right padding, the empty slots of a static cache and sliding-window caches. Patterns
+  with no such form (holes in the padding mask, packed sequences, a chunked prefill across
+  chunks, custom or image-token masks, tracing) get sdpa's boolean 4-D mask, and the log says
+  so once;
 - an attention function (``AttentionInterface``): plain layers run ``tritune.flash_attention``;
   sliding-window, soft-capped (``softcap``, Gemma 2) and sink (``s_aux``, gpt-oss) layers run
   ``tritune.varlen_attention`` over transformers' K/V as a strided ``[B, S_k, Hkv, D]`` view (no
   copy), the window rows as its ``kv_bounds``. A value head dim narrower than q/k's (latent
-  attention: DeepSeek V2/V3) is zero-padded for the launch and sliced off after. A 4-D mask, dropout in training, a position bias
-  or float32 inputs on those layers run in PyTorch instead (SDPA, or the eager math when softcap
-  or sinks are on), logged once with the reason; so do inputs that require grad (training, or a
-  forward outside ``torch.no_grad()``): the kernels have no backward pass.
+  attention: DeepSeek V2/V3) is zero-padded for the launch and sliced off after. A 4-D mask,
+  dropout in training, a position bias or float32 inputs on those layers run in PyTorch instead
+  (SDPA, or the eager math when softcap or sinks are on), logged once with the reason; so do
+  inputs that require grad (training, or a forward outside ``torch.no_grad()``): the kernels
+  have no backward pass.
 
 Continuous batching (``model.generate_batch``) cannot use this implementation; see
 ``CONTINUOUS_BATCHING`` below for why.
@@ -108,9 +111,18 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
     padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
     traced = (padding is not None and is_tracing(padding)) or (isinstance(q_offset, torch.Tensor) and is_tracing(q_offset))
     if kind is None:
-        reason = "a mask pattern with no window form (chunked, packed-sequence, custom or image-token masks)"
+        reason = "a mask pattern with no window form (packed-sequence, custom or image-token masks)"
     elif traced:
         reason = "a traced mask (torch.export / fullgraph compile)"
+    elif kind == "chunked":
+        window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, True, kwargs.get("device"),
+                         allow_none=False)
+        window = _chunk_rows(window, _closure_value(_closure_value(mask_function, "mask_functions")[0],
+                                                    "left_padding"), left, q_offset, q_length, kv_offset)
+        if window is not None and window is not False:
+            return window.view(batch_size, 1, 1, 3)
+        reason = ("chunked attention over queries in two chunks (a prompt longer than attention_chunk_size)"
+                  if window is None else "a padding mask with holes (not one run of keys per sequence)")
     else:
         window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, kind != "bidirectional",
                          kwargs.get("device"), allow_none=kind == "causal")
@@ -132,14 +144,16 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
 
 
 def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None, int | None]:
-    """("causal" | "bidirectional" | "sliding" | "sliding_bidirectional" | None, window left) of
-    transformers' mask function.
+    """("causal" | "bidirectional" | "sliding" | "sliding_bidirectional" | "chunked" | None, window
+    left or chunk size) of transformers' mask function.
 
     The sliding pattern is ``and_masks(sliding_window_overlay(w), causal_mask_function)`` (key
     visible iff ``q - w < kv <= q``), which is flash-attn's window ``(w - 1, 0)``; the
     bidirectional one (ModernBERT) ``and_masks(sliding_window_bidirectional_overlay(w),
-    bidirectional_mask_function)`` (``|q - kv| <= w``), flash-attn's ``(w, w)``. Both are built
-    per call, so they are recognized by their structure, then confirmed on a small grid of indices.
+    bidirectional_mask_function)`` (``|q - kv| <= w``), flash-attn's ``(w, w)``; the chunked one
+    (Llama 4) ``and_masks(chunked_overlay(c, left_padding), causal_mask_function)``: causal within
+    chunks of c positions counted from each sequence's first token. They are built per call, so
+    they are recognized by their structure, then confirmed on a small grid of indices.
     """
     from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
 
@@ -149,6 +163,17 @@ def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None
         if mask_function is bidirectional_mask_function:
             return "bidirectional", None
         return None, None
+    chunk = _overlay_value(mask_function, causal_mask_function, "chunked_overlay", "chunk_size")
+    if chunk is not None:
+        if chunk != local_size or chunk < 1:
+            return None, None
+        left_padding = _closure_value(_closure_value(mask_function, "mask_functions")[0], "left_padding")
+        if not isinstance(left_padding, torch.Tensor) or left_padding.dim() != 1:
+            return None, None
+        n = torch.arange(3 * chunk + 2)
+        lp = int(left_padding[0])
+        expected = ((n[None, :] - lp) // chunk == (n[:, None] - lp) // chunk) & (n[None, :] <= n[:, None])
+        return ("chunked", chunk) if _matches(mask_function, n, expected) else (None, None)
     window = _sliding_window_of(mask_function, causal_mask_function, "sliding_window_overlay")
     if window is None:
         window = _sliding_window_of(mask_function, bidirectional_mask_function, "sliding_window_bidirectional_overlay")
@@ -166,12 +191,36 @@ def _confirmed(mask_function: Any, window: int, left: int, right: int) -> bool:
     n = torch.tensor(sorted({max(0, x) for x in (0, 1, window - 2, window - 1, window, window + 1,
                                                 2 * window - 1, 2 * window, 2 * window + 1)}))
     q_idx, kv_idx = n[:, None], n[None, :]
+    return _matches(mask_function, n, (kv_idx <= q_idx + right) & (kv_idx >= q_idx - left))
+
+
+def _matches(mask_function: Any, n: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether ``mask_function`` of batch 0 gives ``expected`` on the grid of indices ``n`` x ``n``."""
     try:
-        got = mask_function(torch.tensor(0), torch.tensor(0), q_idx, kv_idx)
+        got = mask_function(torch.tensor(0), torch.tensor(0), n[:, None], n[None, :])
     except Exception:  # noqa: BLE001 - anything unexpected: not the pattern we know
         return False
-    expected = (kv_idx <= q_idx + right) & (kv_idx >= q_idx - left)
     return isinstance(got, torch.Tensor) and got.shape == expected.shape and bool((got == expected).all())
+
+
+def _chunk_rows(window: torch.Tensor | bool | None, left_padding: torch.Tensor, chunk: int, q_offset: Any,
+                q_length: int, kv_offset: int) -> torch.Tensor | bool | None:
+    """Causal window rows narrowed to each sequence's chunk; None when a sequence's queries span two
+    chunks (no one row can say that), False passed through (no window form)."""
+    if window is None or window is False:
+        return window
+    lp = left_padding.to(window.device, torch.int64)
+    # Chunks count from each sequence's first real token; queries on left padding see nothing
+    # that matters, so only the real ones must share a chunk.
+    first_query, last_query = int(q_offset), int(q_offset) + q_length - 1
+    first = (torch.clamp(lp, min=first_query) - lp).div(chunk, rounding_mode="floor")
+    last = (last_query - lp).div(chunk, rounding_mode="floor")
+    if not bool(((first == last) | (last_query < lp)).all()):
+        return None
+    start = (lp + first * chunk - kv_offset).to(torch.int32)  # the chunk's first key, in cache slots
+    window = window.clone()
+    window[:, 0] = torch.minimum(torch.maximum(window[:, 0], start), window[:, 1])
+    return window
 
 
 def _closure_value(fn: Any, name: str) -> Any:
@@ -183,6 +232,11 @@ def _closure_value(fn: Any, name: str) -> Any:
 
 def _sliding_window_of(mask_function: Any, base_mask_function: Any, overlay: str) -> int | None:
     """w of ``and_masks(<overlay>(w), base_mask_function)``, None for any other function."""
+    return _overlay_value(mask_function, base_mask_function, overlay, "sliding_window")
+
+
+def _overlay_value(mask_function: Any, base_mask_function: Any, overlay: str, name: str) -> int | None:
+    """The int ``name`` that ``<overlay>`` closes over in ``and_masks(<overlay>(...), base_mask_function)``."""
     if getattr(mask_function, "__qualname__", "") != "and_masks.<locals>.and_mask":
         return None
     parts = _closure_value(mask_function, "mask_functions")
@@ -190,8 +244,8 @@ def _sliding_window_of(mask_function: Any, base_mask_function: Any, overlay: str
         return None
     if getattr(parts[0], "__qualname__", "") != f"{overlay}.<locals>.inner_mask":
         return None
-    window = _closure_value(parts[0], "sliding_window")
-    return window if isinstance(window, int) and not isinstance(window, bool) else None
+    value = _closure_value(parts[0], name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_length: int, q_offset: Any,
