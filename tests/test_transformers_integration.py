@@ -164,3 +164,24 @@ def test_unpadded_chunk_after_a_prefix_gets_a_window_on_the_mask_device():
     # a 3-token chunk after a 4-token prefix, no padding mask: bottom-right diagonal, shift 4
     window = integration.tritune_mask(2, 3, 7, q_offset=4, attention_mask=None, device="cpu")
     assert integration.window_rows(window).tolist() == [[0, 7, 4], [0, 7, 4]] and window.device.type == "cpu"
+
+
+def test_compiled_model_runs_the_kernel_with_its_window_rows(models, monkeypatch):
+    # Under torch.compile the padding mask cannot be read on the host: the rows are built without
+    # a sync, and a mask with holes (no row form) fails a device-side assert instead of passing
+    ids, mask = left_padded_batch()
+    calls = count_launches(monkeypatch)
+    compiled = torch.compile(models["tritune"], backend="aot_eager")
+    with torch.no_grad():
+        out = compiled(input_ids=ids, attention_mask=mask).logits
+        ref = models["fp32"](input_ids=ids, attention_mask=mask).logits
+        base = models["sdpa"](input_ids=ids, attention_mask=mask).logits
+    assert calls == [True, True]
+    valid = mask.bool()
+    verdict = compare(out[valid], ref[valid], base[valid])
+    assert verdict.ok, verdict.message
+    holes = mask.clone()
+    holes[0, 10] = 0
+    with pytest.raises(RuntimeError, match="padding mask with holes"), torch.no_grad():
+        compiled(input_ids=ids, attention_mask=holes)
+    torch._dynamo.reset()

@@ -16,8 +16,9 @@ name:
   the step is in one chunk (decode, and any prompt shorter than the chunk). That covers left
   padding, right padding, the empty slots of a static cache and sliding-window caches. Patterns
   with no such form (holes in the padding mask, packed sequences, a chunked prefill across
-  chunks, custom or image-token masks, tracing) get sdpa's boolean 4-D mask, and the log says
-  so once;
+  chunks, custom or image-token masks) get sdpa's boolean 4-D mask, and the log says so once.
+  Under torch.compile the rows are built without a host sync, and holes in the padding mask
+  fail a device-side assert instead;
 - an attention function (``AttentionInterface``): plain layers run ``tritune.flash_attention``;
   sliding-window, soft-capped (``softcap``, Gemma 2) and sink (``s_aux``, gpt-oss) layers run
   ``tritune.varlen_attention`` over transformers' K/V as a strided ``[B, S_k, Hkv, D]`` view (no
@@ -109,11 +110,12 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
         mask_function = causal_mask_function
     kind, left = mask_pattern(mask_function, local_size)
     padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
-    traced = (padding is not None and is_tracing(padding)) or (isinstance(q_offset, torch.Tensor) and is_tracing(q_offset))
+    traced_offset = isinstance(q_offset, torch.Tensor) and is_tracing(q_offset)
+    traced = traced_offset or (padding is not None and is_tracing(padding))
     if kind is None:
         reason = "a mask pattern with no window form (packed-sequence, custom or image-token masks)"
-    elif traced:
-        reason = "a traced mask (torch.export / fullgraph compile)"
+    elif traced_offset or (traced and kind == "chunked"):
+        reason = "a traced mask (torch.compile / torch.export) with a traced query offset or chunks"
     elif kind == "chunked":
         window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, True, kwargs.get("device"),
                          allow_none=False)
@@ -125,7 +127,7 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
                   if window is None else "a padding mask with holes (not one run of keys per sequence)")
     else:
         window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, kind != "bidirectional",
-                         kwargs.get("device"), allow_none=kind == "causal")
+                         kwargs.get("device"), allow_none=kind == "causal", traced=traced)
         if window is None:
             return None
         if window is not False:
@@ -249,10 +251,15 @@ def _overlay_value(mask_function: Any, base_mask_function: Any, overlay: str, na
 
 
 def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_length: int, q_offset: Any,
-            kv_offset: int, causal: bool, device: Any = None, *, allow_none: bool = True
+            kv_offset: int, causal: bool, device: Any = None, *, allow_none: bool = True, traced: bool = False
             ) -> torch.Tensor | None | bool:
     """The ``(lo, hi, shift)`` rows of the mask; None when no mask is needed (and allowed), False
-    when the padding has no window form."""
+    when the padding has no window form.
+
+    ``traced`` (torch.compile / torch.export): the padding's values cannot be read on the host,
+    so the rows are always built (no None) and a padding mask with holes, which no row can
+    express, fails a device-side assert instead of returning False.
+    """
     shift = int(q_offset) - kv_offset if causal else NO_CAUSAL_LIMIT
     if padding is not None:
         keys = padding[:, kv_offset:kv_offset + kv_length].to(torch.int32)
@@ -260,7 +267,11 @@ def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_len
     else:
         keys = None  # the window goes to the device transformers builds masks on
     plain_shift = kv_length - q_length if causal else NO_CAUSAL_LIMIT
-    if keys is None or bool(keys.all()):
+    if traced and keys is not None:
+        lo, hi, holes = _key_runs(keys)
+        torch._assert_async(~holes.any(), "attn_implementation='tritune' under torch.compile: a padding mask "
+                            "with holes (not one run of keys per sequence); run it uncompiled or with sdpa")
+    elif keys is None or bool(keys.all()):
         # Unpadded causal: None (the module's causal flag) is exact when the diagonal is the
         # default one. Bidirectional always gets a window: None would mean "causal" to a
         # decoder module whose config asks for bidirectional attention.
@@ -269,18 +280,25 @@ def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_len
         lo = torch.zeros(batch_size, dtype=torch.int32, device=device)
         hi = torch.full((batch_size,), kv_length, dtype=torch.int32, device=device)
     else:
-        count = keys.sum(dim=1)
-        positions = torch.arange(kv_length, device=device, dtype=torch.int32)
-        lo = torch.where(keys.bool(), positions, kv_length).amin(dim=1)
-        hi = torch.where(keys.bool(), positions + 1, 0).amax(dim=1)
-        empty = count == 0
-        lo = torch.where(empty, 0, lo)
-        hi = torch.where(empty, 0, hi)
-        if bool((count != hi - lo).any()):
+        lo, hi, holes = _key_runs(keys)
+        if bool(holes.any()):
             return False  # holes in the padding mask: not a window
-        lo, hi = lo.to(torch.int32), hi.to(torch.int32)
     shift_col = torch.full_like(lo, shift)
     return torch.stack([lo, hi, shift_col], dim=1).contiguous()
+
+
+def _key_runs(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of a 0/1 key mask: the first visible key, one past the last ([0, 0) when none), and
+    whether the visible keys have holes (are not that one run). No host sync."""
+    kv_length = keys.shape[1]
+    count = keys.sum(dim=1)
+    positions = torch.arange(kv_length, device=keys.device, dtype=torch.int32)
+    lo = torch.where(keys.bool(), positions, kv_length).amin(dim=1)
+    hi = torch.where(keys.bool(), positions + 1, 0).amax(dim=1)
+    empty = count == 0
+    lo = torch.where(empty, 0, lo).to(torch.int32)
+    hi = torch.where(empty, 0, hi).to(torch.int32)
+    return lo, hi, count != hi - lo
 
 
 def window_rows(mask: Any) -> torch.Tensor | None:
