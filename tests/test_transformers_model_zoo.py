@@ -148,6 +148,14 @@ def build(cls, config, attn: str, dtype: torch.dtype, state=None):
     return model.to(dtype).eval()
 
 
+def three_models(cls, config):
+    """fp32 eager (the reference), bf16 eager (the baseline) and bf16 tritune, same weights."""
+    name = tritune.register_transformers()
+    ref = build(cls, config, "eager", torch.float32)
+    state = ref.state_dict()
+    return ref, build(cls, config, "eager", torch.bfloat16, state), build(cls, config, name, torch.bfloat16, state)
+
+
 def output_of(result) -> torch.Tensor:
     for name in ("logits", "last_hidden_state", "logits_per_image"):
         value = getattr(result, name, None)
@@ -181,12 +189,8 @@ def launches(monkeypatch):
 
 @pytest.mark.parametrize("kind", list(EXPECTED))
 def test_forward_matches_eager(kind, launches, caplog):
-    name = tritune.register_transformers()
     cls, config, inputs, valid = case(kind)
-    ref = build(cls, config, "eager", torch.float32)
-    state = ref.state_dict()
-    base = build(cls, config, "eager", torch.bfloat16, state)
-    model = build(cls, config, name, torch.bfloat16, state)
+    ref, base, model = three_models(cls, config)
     with torch.no_grad():
         expected = output_of(ref(**inputs))
         baseline = output_of(base(**bf16(inputs)))
@@ -233,12 +237,8 @@ def test_bidirectional_window_rows():
 def test_encoder_decoder_generate_matches_a_full_forward():
     # decode steps: decoder self-attention over its cache (one query, causal) and cross-attention
     # over the padded encoder output (one query, bidirectional with the encoder's padding rows)
-    name = tritune.register_transformers()
     cls, config, inputs, _ = case("bart")
-    ref = build(cls, config, "eager", torch.float32)
-    state = ref.state_dict()
-    base = build(cls, config, "eager", torch.bfloat16, state)
-    model = build(cls, config, name, torch.bfloat16, state)
+    ref, base, model = three_models(cls, config)
     new = 3
     enc = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
     with torch.no_grad():
@@ -255,12 +255,8 @@ def test_encoder_decoder_generate_matches_a_full_forward():
 
 
 def test_latent_attention_generate_matches_a_full_forward():
-    name = tritune.register_transformers()
     cls, config, inputs, _ = case("deepseek_v3")
-    ref = build(cls, config, "eager", torch.float32)
-    state = ref.state_dict()
-    base = build(cls, config, "eager", torch.bfloat16, state)
-    model = build(cls, config, name, torch.bfloat16, state)
+    ref, base, model = three_models(cls, config)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     new = 3
     with torch.no_grad():
@@ -307,12 +303,8 @@ def test_chunked_attention_generate(chunk, launched, fallbacks, launches):
     # boundary (position 16) and every layer of every step runs the kernel, the chunk as the
     # rows' lower key bound; with chunk 8 the prompt spans two chunks, so the prefill's chunked
     # layers run in PyTorch (logged) and the decode steps on the kernel.
-    name = tritune.register_transformers()
     cls, config = llama4(chunk)
-    ref = build(cls, config, "eager", torch.float32)
-    state = ref.state_dict()
-    base = build(cls, config, "eager", torch.bfloat16, state)
-    model = build(cls, config, name, torch.bfloat16, state)
+    ref, base, model = three_models(cls, config)
     ids, mask = _left_padded()
     new = 6
     with torch.no_grad():
@@ -324,7 +316,7 @@ def test_chunked_attention_generate(chunk, launched, fallbacks, launches):
         full_mask = torch.cat([mask, torch.ones(2, new, dtype=mask.dtype)], dim=1)
         expected = ref(input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1]
         baseline = base(input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1].float()
-        unchunked = build(cls, llama4(64)[1], "eager", torch.float32, state)
+        unchunked = build(cls, llama4(64)[1], "eager", torch.float32, ref.state_dict())
         gap = (unchunked(input_ids=gen.sequences, attention_mask=full_mask).logits[:, -new - 1:-1] - expected)
     verdict = compare(steps.to(torch.bfloat16), expected, baseline)
     assert verdict.ok, verdict.message
