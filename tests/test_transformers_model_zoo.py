@@ -115,6 +115,17 @@ def case(kind: str):
         return t.GPTBigCodeForCausalLM, t.GPTBigCodeConfig(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4,
                                                            multi_query=True, n_positions=64), \
             dict(input_ids=ids, attention_mask=mask), mask
+    if kind == "deepseek_v4":
+        # zero-pads the mask to its compressed KV slots before attention: window rows padded that
+        # way are no mask, so it gets eager's additive mask and runs in PyTorch
+        config = t.AutoConfig.for_model("deepseek_v4")
+        for key, value in dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=1, head_dim=16, vocab_size=VOCAB, max_position_embeddings=128,
+                               initializer_range=0.05, layer_types=list(config.layer_types[:2]),
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2).items():
+            setattr(config, key, value)
+        ids, mask = _left_padded()
+        return t.DeepseekV4ForCausalLM, config, dict(input_ids=ids, attention_mask=mask), mask
     if kind == "t5":
         ids, mask = _right_padded()
         return t.T5ForConditionalGeneration, t.T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=96,
@@ -136,6 +147,7 @@ EXPECTED = {
     "deepseek_v3": (2, 0, 0),        # v zero-padded to q/k's head dim for the launch
     "gpt_bigcode": (2, 0, 0),
     "t5": (0, 0, 6),                 # T5's relative position bias is an additive score bias
+    "deepseek_v4": (0, 0, 2),        # edits its mask (MASK_EDITING_MODELS): eager's mask, PyTorch
 }
 
 
@@ -296,13 +308,13 @@ def llama4(chunk: int):
         max_position_embeddings=64, attention_chunk_size=chunk, initializer_range=0.1, **SMALL)
 
 
-@pytest.mark.parametrize(("chunk", "launched", "fallbacks"), [(16, 24, 0), (8, 21, 3)])
+@pytest.mark.parametrize(("chunk", "launched", "fallbacks"), [(16, 24, 0), (8, 36, 0)])
 def test_chunked_attention_generate(chunk, launched, fallbacks, launches):
     # Llama 4: causal within chunks counted from each sequence's first token. A 13-token prompt
     # (one row left-padded by 4) and 6 new tokens: with chunk 16 the decode steps cross a chunk
     # boundary (position 16) and every layer of every step runs the kernel, the chunk as the
-    # rows' lower key bound; with chunk 8 the prompt spans two chunks, so the prefill's chunked
-    # layers run in PyTorch (logged) and the decode steps on the kernel.
+    # rows' lower key bound; with chunk 8 the prompt spans chunks, so the prefill's three chunked
+    # layers launch once per sequence and chunk (2 + 3: row 1's padding is a chunk of its own).
     cls, config = llama4(chunk)
     ref, base, model = three_models(cls, config)
     ids, mask = _left_padded()
@@ -332,6 +344,18 @@ def test_chunked_mask_rows():
     # one decode query at position 9: row 0's chunk starts at 8, row 1's (counted from 2) at 6
     rows = integration.tritune_mask(2, 1, 10, q_offset=9, mask_function=fn, attention_mask=padding, local_size=4)
     assert rows.view(2, 3).tolist() == [[8, 10, 9], [6, 10, 9]]
-    # a prefill across a chunk boundary has no row form: SDPA's boolean mask, which is exact
+    # a prefill across chunk boundaries: 7-column rows (lo, hi, shift, -1, 0, chunk, phase)
     full = integration.tritune_mask(2, 10, 10, mask_function=fn, attention_mask=padding, local_size=4)
-    assert full.dtype == torch.bool and full.shape == (2, 1, 10, 10)
+    assert full.view(2, 7).tolist() == [[0, 10, 0, -1, 0, 4, 0], [2, 10, 0, -1, 0, 4, 2]]
+    i, j = torch.arange(10)[:, None], torch.arange(10)[None, :]
+    want = torch.stack([fn(torch.tensor(b), 0, i, j) & padding[b][None, :] for b in range(2)])
+    assert torch.equal(integration.expand_window(full.view(2, 7), 10, 10)[:, 0], want)
+
+
+def test_mangled_window_rows_are_refused_not_read_as_a_mask():
+    q = torch.randn(1, 2, 4, 16, dtype=torch.bfloat16)
+    # a model that zero-pads the [B, 1, 1, 3] rows to its key length (6) would add them as a bias
+    padded = torch.nn.functional.pad(torch.tensor([[[[0, 4, 0]]]], dtype=torch.int32), (0, 3))
+    module = torch.nn.Module()
+    with pytest.raises(ValueError, match="edits its attention mask"):
+        integration.tritune_attention_forward(module, q, q, q, padded)

@@ -12,13 +12,14 @@ name:
   column, ``left``: query i also needs ``j >= i + shift - left``. Bidirectional sliding-window
   layers (ModernBERT's local attention, ``|i - j| <= w``) get a fifth, ``right``: query i sees
   ``j <= i + shift + right`` instead of ``j <= i + shift``. Chunked layers (Llama 4) get causal
-  rows whose ``lo`` is the first key of the sequence's current chunk, when every real query of
-  the step is in one chunk (decode, and any prompt shorter than the chunk). That covers left
-  padding, right padding, the empty slots of a static cache and sliding-window caches. Patterns
-  with no such form (holes in the padding mask, packed sequences, a chunked prefill across
-  chunks, custom or image-token masks) get sdpa's boolean 4-D mask, and the log says so once.
-  Under torch.compile the rows are built without a host sync, and holes in the padding mask
-  fail a device-side assert instead;
+  rows whose ``lo`` is the first key of the sequence's current chunk when every real query of
+  the step is in one chunk (decode, and any prompt shorter than the chunk), else seven columns
+  ``(lo, hi, shift, -1, 0, chunk, phase)`` served one launch per sequence and chunk. That
+  covers left padding, right padding, the empty slots of a static cache and sliding-window
+  caches. Patterns with no such form (holes in the padding mask, packed sequences, custom or
+  image-token masks) get sdpa's boolean 4-D mask, and the log says so once. Under
+  torch.compile the rows are built without a host sync, and holes in the padding mask fail a
+  device-side assert instead;
 - an attention function (``AttentionInterface``): plain layers run ``tritune.flash_attention``;
   sliding-window, soft-capped (``softcap``, Gemma 2) and sink (``s_aux``, gpt-oss) layers run
   ``tritune.varlen_attention`` over transformers' K/V as a strided ``[B, S_k, Hkv, D]`` view (no
@@ -66,6 +67,12 @@ CONTINUOUS_BATCHING = (
 
 _REGISTERED = False
 
+# Models that edit the mask tensor before attention (DeepSeek V4 pads it to its compressed KV
+# slots, Doge reads its values): they get eager's additive mask from the mask function, since
+# the window rows are not a mask they can edit (and they run in PyTorch). Any other model that mangles the rows is caught in the
+# attention function (an int32 tensor that is not rows) and refused, never read as a mask.
+MASK_EDITING_MODELS = frozenset({"deepseek_v4", "doge"})
+
 
 def register_transformers(name: str = NAME) -> str:
     """Register the ``tritune`` attention and mask functions with transformers (idempotent).
@@ -110,9 +117,12 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
         mask_function = causal_mask_function
     kind, left = mask_pattern(mask_function, local_size)
     padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
+    model_type = getattr(kwargs.get("config"), "model_type", None)
     traced_offset = isinstance(q_offset, torch.Tensor) and is_tracing(q_offset)
     traced = traced_offset or (padding is not None and is_tracing(padding))
-    if kind is None:
+    if model_type in MASK_EDITING_MODELS:
+        reason = f"model_type {model_type!r}, which edits its attention mask tensor"
+    elif kind is None:
         reason = "a mask pattern with no window form (packed-sequence, custom or image-token masks)"
     elif traced_offset or (traced and kind == "chunked"):
         reason = "a traced mask (torch.compile / torch.export) with a traced query offset or chunks"
@@ -121,10 +131,9 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
                          allow_none=False)
         window = _chunk_rows(window, _closure_value(_closure_value(mask_function, "mask_functions")[0],
                                                     "left_padding"), left, q_offset, q_length, kv_offset)
-        if window is not None and window is not False:
-            return window.view(batch_size, 1, 1, 3)
-        reason = ("chunked attention over queries in two chunks (a prompt longer than attention_chunk_size)"
-                  if window is None else "a padding mask with holes (not one run of keys per sequence)")
+        if window is not False:
+            return window.view(batch_size, 1, 1, window.shape[1])
+        reason = "a padding mask with holes (not one run of keys per sequence)"
     else:
         window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, kind != "bidirectional",
                          kwargs.get("device"), allow_none=kind == "causal", traced=traced)
@@ -139,6 +148,13 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
             # and a 2-D tensor there would be read as a padding mask.
             return window.view(batch_size, 1, 1, window.shape[1])
         reason = "a padding mask with holes (not one run of keys per sequence)"
+    if model_type in MASK_EDITING_MODELS:
+        # eager's additive float mask: what these models' own edits (zero-padding, value reads) expect
+        from transformers.masking_utils import eager_mask
+
+        _fallback_once(f"the mask function hands eager's 4-D mask for {reason}")
+        return eager_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
+                          kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask, **kwargs)
     _fallback_once(f"the mask function hands SDPA's 4-D mask for {reason}")
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
                      kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
@@ -207,8 +223,10 @@ def _matches(mask_function: Any, n: torch.Tensor, expected: torch.Tensor) -> boo
 
 def _chunk_rows(window: torch.Tensor | bool | None, left_padding: torch.Tensor, chunk: int, q_offset: Any,
                 q_length: int, kv_offset: int) -> torch.Tensor | bool | None:
-    """Causal window rows narrowed to each sequence's chunk; None when a sequence's queries span two
-    chunks (no one row can say that), False passed through (no window form)."""
+    """Causal window rows narrowed to each sequence's chunk; when a sequence's real queries span
+    chunks, the 7-column rows ``(lo, hi, shift, -1, 0, chunk, phase)`` instead (chunks start at
+    key slots ``phase + m * chunk``), which the attention function serves one chunk at a time.
+    False passed through (no window form)."""
     if window is None or window is False:
         return window
     lp = left_padding.to(window.device, torch.int64)
@@ -218,7 +236,10 @@ def _chunk_rows(window: torch.Tensor | bool | None, left_padding: torch.Tensor, 
     first = (torch.clamp(lp, min=first_query) - lp).div(chunk, rounding_mode="floor")
     last = (last_query - lp).div(chunk, rounding_mode="floor")
     if not bool(((first == last) | (last_query < lp)).all()):
-        return None
+        phase = (lp - kv_offset).to(torch.int32)
+        extra = torch.stack([torch.full_like(phase, -1), torch.zeros_like(phase), torch.full_like(phase, chunk),
+                             phase], dim=1)
+        return torch.cat([window, extra], dim=1)
     start = (lp + first * chunk - kv_offset).to(torch.int32)  # the chunk's first key, in cache slots
     window = window.clone()
     window[:, 0] = torch.minimum(torch.maximum(window[:, 0], start), window[:, 1])
@@ -302,9 +323,9 @@ def _key_runs(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def window_rows(mask: Any) -> torch.Tensor | None:
-    """The ``[B, 3|4|5]`` rows of a window mask (int32 ``[B, 1, 1, 3|4|5]``), None for any other mask."""
+    """The ``[B, 3|4|5|7]`` rows of a window mask (int32 ``[B, 1, 1, 3|4|5|7]``), None for any other mask."""
     if (isinstance(mask, torch.Tensor) and mask.dtype == torch.int32 and mask.dim() == 4
-            and mask.shape[1:3] == (1, 1) and mask.shape[3] in (3, 4, 5)):
+            and mask.shape[1:3] == (1, 1) and mask.shape[3] in (3, 4, 5, 7)):
         return mask.view(mask.shape[0], mask.shape[3])
     return None
 
@@ -314,12 +335,15 @@ def expand_window(window: torch.Tensor, q_length: int, kv_length: int, left: int
     i = torch.arange(q_length, device=window.device)[None, :, None]
     j = torch.arange(kv_length, device=window.device)[None, None, :]
     lo, hi, shift = (window[:, c, None, None].long() for c in range(3))
-    right = window[:, 4, None, None].long() if window.shape[1] == 5 else 0
+    right = window[:, 4, None, None].long() if window.shape[1] >= 5 else 0
     visible = (j >= lo) & (j < hi) & (j <= i + shift + right)
-    if left is None and window.shape[1] >= 4:
+    if left is None and window.shape[1] in (4, 5):
         left = window[:, 3, None, None].long()
     if left is not None:
         visible &= j >= i + shift - left
+    if window.shape[1] == 7:  # chunked: the query's and the key's chunks must be the same
+        chunk, phase = window[:, 5, None, None].long(), window[:, 6, None, None].long()
+        visible &= (i + shift - phase).div(chunk, rounding_mode="floor") == (j - phase).div(chunk, rounding_mode="floor")
     return visible[:, None]
 
 
@@ -334,10 +358,18 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     softcap = kwargs.get("softcap") or 0.0
     sinks = kwargs.get("s_aux")
     window = window_rows(attention_mask)
+    if window is None and isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.int32:
+        raise ValueError(
+            f"attn_implementation={NAME!r}: the model changed the mask function's window rows (int32 "
+            f"[batch, 1, 1, 3..5]) into an int32 tensor of shape {tuple(attention_mask.shape)}, which is no mask; "
+            "this model edits its attention mask before attention: load it with attn_implementation='sdpa' "
+            "(and report its model_type to add it to MASK_EDITING_MODELS)")
     # The window's left edge must be a host int: the model's sliding_window argument gives it.
     left = sliding_window - 1 if sliding_window is not None else None
     two_sided = window is not None and window.shape[1] == 5  # bidirectional sliding window: (left, left)
-    varlen = left is not None or softcap > 0 or sinks is not None or (window is not None and window.shape[1] >= 4)
+    chunked = window is not None and window.shape[1] == 7  # a prefill across chunks (Llama 4)
+    varlen = (left is not None or softcap > 0 or sinks is not None
+              or (window is not None and window.shape[1] in (4, 5)))
     reason = _fallback_reason(module, (query, key, value, sinks), attention_mask, window, dropout, left, varlen,
                               kwargs)
     if reason is not None:
@@ -356,6 +388,8 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
         # The window's shift carries the diagonal (beyond reach when bidirectional); a two-sided
         # window's shift is the real diagonal, and its right edge bounds the keys instead.
         causal = not two_sided
+    if chunked:
+        return _chunked_forward(query, key, value, window, scaling), None
     if not varlen:
         out = flash_attention(query, key, value, causal=causal, scale=scaling, kv_window=window)
         return out.transpose(1, 2).contiguous(), None
@@ -376,11 +410,33 @@ def _fallback_reason(module: torch.nn.Module, inputs: tuple[torch.Tensor | None,
         return "a position_bias (additive score bias)"
     if attention_mask is not None and window is None:
         return "a 4-D attention mask (a custom mask, or a pattern the mask function has no window form for)"
-    if window is not None and window.shape[1] >= 4 and left is None:
+    if window is not None and window.shape[1] == 7 and varlen:
+        return "chunked attention with a sliding window, softcap or sinks"
+    if window is not None and window.shape[1] in (4, 5) and left is None:
         return "a sliding-window mask without the layer's sliding_window argument"
     if varlen and query.dtype not in (torch.float16, torch.bfloat16):
         return f"{query.dtype} inputs on a sliding-window/softcap/sink layer (the varlen kernel takes fp16/bf16)"
     return None
+
+
+def _chunked_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, window: torch.Tensor,
+                     scaling: float | None) -> torch.Tensor:
+    """Chunked attention over queries in several chunks: one causal launch per sequence and chunk,
+    its rows' first key the chunk's (a long prefill: a few launches, one host read of the rows)."""
+    batch, heads_q, q_length, _ = query.shape
+    out = query.new_empty(batch, q_length, heads_q, value.shape[-1])
+    for b, (lo, hi, shift, _, _, chunk, phase) in enumerate(window.tolist()):
+        i = 0
+        while i < q_length:
+            m = (i + shift - phase) // chunk  # the chunk of query i (at key slot i + shift)
+            end = min(q_length, phase + (m + 1) * chunk - shift)  # the next chunk's first query
+            start = min(max(lo, phase + m * chunk), hi)
+            rows = torch.tensor([[start, hi, shift + i]], dtype=torch.int32, device=query.device)
+            part = flash_attention(query[b:b + 1, :, i:end], key[b:b + 1], value[b:b + 1], causal=True,
+                                   scale=scaling, kv_window=rows)
+            out[b, i:end] = part[0].transpose(0, 1)
+            i = end
+    return out
 
 
 def _varlen_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, window: torch.Tensor | None,
@@ -447,5 +503,5 @@ def _torch_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 
-__all__ = ["CONTINUOUS_BATCHING", "NAME", "expand_window", "mask_pattern", "register_transformers",
+__all__ = ["CONTINUOUS_BATCHING", "MASK_EDITING_MODELS", "NAME", "expand_window", "mask_pattern", "register_transformers",
            "tritune_attention_forward", "tritune_mask", "window_rows"]
