@@ -16,6 +16,9 @@ Parts, in priority order (``--parts`` picks some):
   tuning       default vs random search replayed on the recorded landscapes; live tunes of one flash
                and one decode shape (default, tpe, exhaustive; 60 s each, cold compile cache) timed
                to 98% of the recorded optimum
+  clients      tiny transformers models (encoder, sliding window, two-sided window, encoder-decoder,
+               latent attention, MQA, CLIP) with attn_implementation="tritune" against eager on
+               the GPU, kernel launches counted
 
 Each part writes ``DIR/<part>.json`` and ``DIR/<part>.md`` as soon as it finishes, so a run cut
 short keeps what it did; rerunning with the same ``--out`` skips finished parts and measured
@@ -41,7 +44,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-PARTS = ("env", "ceilings", "correctness", "bench", "landscapes", "tuning")
+PARTS = ("env", "ceilings", "correctness", "bench", "landscapes", "tuning", "clients")
 
 
 @dataclass
@@ -65,10 +68,11 @@ class SuiteContext:
 
 
 def _part_modules() -> dict[str, Callable[[SuiteContext], dict[str, Any]]]:
+    from . import _suite_clients
     from . import _suite_parts as p
 
     return {"env": p.env, "ceilings": p.ceilings, "correctness": p.correctness, "bench": p.bench,
-            "landscapes": p.landscapes, "tuning": p.tuning}
+            "landscapes": p.landscapes, "tuning": p.tuning, "clients": _suite_clients.clients}
 
 
 def run_suite(out: Path, *, budget_s: float, dry: bool, parts: tuple[str, ...] = PARTS,

@@ -36,6 +36,8 @@ def test_dry_run_covers_every_part_and_resumes(tmp_path):
         ls = Landscape.load(path)
         assert ls.raw_meta["tritune"]["real_timing"] is False  # CPU times are marked as such
         assert all(e.status == "ok" for e in ls)
+    clients = json.loads((out / "clients.json").read_text())  # transformers models, kernels counted
+    assert clients["complete"] and clients["failed"] == 0 and len(clients["table"]["rows"]) == 2
     assert "SUMMARY.md" in {p.name for p in out.iterdir()}
     # a second call finds every part done and redoes nothing
     again = gpu_suite.run_suite(out, budget_s=600, dry=True, log=lambda m: None)
