@@ -361,7 +361,7 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     if window is None and isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.int32:
         raise ValueError(
             f"attn_implementation={NAME!r}: the model changed the mask function's window rows (int32 "
-            f"[batch, 1, 1, 3..5]) into an int32 tensor of shape {tuple(attention_mask.shape)}, which is no mask; "
+            f"[batch, 1, 1, 3|4|5|7]) into an int32 tensor of shape {tuple(attention_mask.shape)}, which is no mask; "
             "this model edits its attention mask before attention: load it with attn_implementation='sdpa' "
             "(and report its model_type to add it to MASK_EDITING_MODELS)")
     # The window's left edge must be a host int: the model's sliding_window argument gives it.
