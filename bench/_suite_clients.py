@@ -119,6 +119,22 @@ def case(kind: str):
             setattr(config, key, value)
         ids, mask = _left_padded()
         return t.DeepseekV4ForCausalLM, config, dict(input_ids=ids, attention_mask=mask), mask
+    if kind == "gemma3_vision":
+        # 4 image tokens that see their whole image (bidirectional), text causal; sliding window 6
+        config = t.Gemma3Config(
+            text_config=dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=6,
+                             max_position_embeddings=256, query_pre_attn_scalar=16, initializer_range=0.1,
+                             layer_types=["sliding_attention", "full_attention"]),
+            vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=16, patch_size=4),
+            mm_tokens_per_image=4, image_token_index=250, boi_token_index=251, eoi_token_index=252)
+        text = _ids(7, (1, 10))
+        ids = torch.cat([text[:, :2], torch.tensor([[251, 250, 250, 250, 250, 252]]), text[:, 2:]], dim=1)
+        pixels = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+        return t.Gemma3ForConditionalGeneration, config, \
+            dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
+                 token_type_ids=(ids == 250).long()), None
     if kind == "t5":
         ids, mask = _right_padded()
         return t.T5ForConditionalGeneration, t.T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=96,
@@ -140,6 +156,7 @@ EXPECTED = {
     "deepseek_v3": (2, 0, 0),        # v zero-padded to q/k's head dim for the launch
     "gpt_bigcode": (2, 0, 0),
     "t5": (0, 0, 6),                 # T5's relative position bias is an additive score bias
+    "gemma3_vision": (2, 6, 0),      # vision tower; per layer: text, image block, text
     "deepseek_v4": (0, 0, 2),        # edits its mask (MASK_EDITING_MODELS): eager's mask, PyTorch
 }
 
@@ -215,7 +232,7 @@ def llama4(chunk: int):
 
 
 # The suite's models: one per integration path, cheapest first (a dry run takes the first two).
-SUITE_KINDS = ("bert", "starcoder2", "modernbert", "bart", "deepseek_v3", "gpt_bigcode", "clip")
+SUITE_KINDS = ("bert", "starcoder2", "modernbert", "bart", "deepseek_v3", "gemma3_vision", "gpt_bigcode", "clip")
 
 
 def check(kind: str, device: str) -> dict[str, Any]:

@@ -88,23 +88,27 @@ def test_bidirectional_window_rows():
     assert torch.equal(integration.expand_window(rows.view(2, 5), 10, 10)[:, 0], want)
 
 
-def test_encoder_decoder_generate_matches_a_full_forward():
+@pytest.mark.parametrize(("kind", "launched"), [("bart", 14), ("whisper", 14)])
+def test_encoder_decoder_generate_matches_eager(kind, launched, launches):
     # decode steps: decoder self-attention over its cache (one query, causal) and cross-attention
-    # over the padded encoder output (one query, bidirectional with the encoder's padding rows)
-    cls, config, inputs, _ = case("bart")
+    # over the encoder output (one query, bidirectional; BART's with the encoder's padding rows).
+    # 2 encoder layers + 3 steps x 2 decoder layers x (self + cross) = 14 launches
+    cls, config, inputs, _ = case(kind)
     ref, base, model = three_models(cls, config)
-    new = 3
-    enc = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+    encoder = {k: v for k, v in inputs.items() if not k.startswith("decoder")}
+    kwargs = dict(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True,
+                  decoder_start_token_id=1, pad_token_id=0, eos_token_id=None)
+    if kind == "whisper":
+        kwargs.update(forced_decoder_ids=None, begin_suppress_tokens=None, suppress_tokens=None)
     with torch.no_grad():
-        gen = model.generate(**enc, max_new_tokens=new, do_sample=False, output_logits=True,
-                             return_dict_in_generate=True, decoder_start_token_id=2, pad_token_id=1,
-                             eos_token_id=None, bos_token_id=None, forced_bos_token_id=None,
-                             forced_eos_token_id=None, min_length=0)
-        steps = torch.stack(gen.logits, dim=1)
-        decoder = gen.sequences[:, :-1]
-        expected = ref(**enc, decoder_input_ids=decoder).logits[:, -new:]
-        baseline = base(**enc, decoder_input_ids=decoder).logits[:, -new:].float()
-    verdict = compare(steps.to(torch.bfloat16), expected, baseline)
+        launches.update(flash=0, varlen=0, fallback=0)
+        gen = model.generate(**bf16(encoder), **kwargs)
+        assert launches == {"flash": launched, "varlen": 0, "fallback": 0}
+        expected = ref.generate(**encoder, **kwargs)
+        baseline = base.generate(**bf16(encoder), **kwargs)
+    assert torch.equal(gen.sequences, expected.sequences)  # the same tokens, so the same contexts
+    verdict = compare(torch.stack(gen.logits, 1).to(torch.bfloat16), torch.stack(expected.logits, 1),
+                      torch.stack(baseline.logits, 1).float())
     assert verdict.ok, verdict.message
 
 
@@ -194,3 +198,36 @@ def test_mangled_window_rows_are_refused_not_read_as_a_mask():
     module = torch.nn.Module()
     with pytest.raises(ValueError, match="edits its attention mask"):
         integration.tritune_attention_forward(module, q, q, q, padded)
+
+
+def test_image_blocks_matter_at_this_size():
+    # with the image tokens causal like text, Gemma 3's logits move beyond the rule: the forward
+    # test above (gemma3_vision) would see a kernel that ignored the image block
+    cls, config, inputs, _ = case("gemma3_vision")
+    ref = build(cls, config, "eager", torch.float32)
+    with torch.no_grad():
+        blocks = output_of(ref(**inputs))
+        causal = output_of(ref(**{**inputs, "token_type_ids": torch.zeros_like(inputs["token_type_ids"])}))
+    assert (blocks - causal).abs().max() > 0.3  # ~3x the forward test's allowance (0.11)
+
+
+def test_image_block_rows():
+    from transformers.masking_utils import (
+        and_masks,
+        blockwise_overlay,
+        causal_mask_function,
+        or_masks,
+        sliding_window_overlay,
+    )
+
+    ids = torch.tensor([[-1, -1, 0, 0, 0, -1, 1, 1, -1, -1]])
+    full = or_masks(causal_mask_function, blockwise_overlay(ids))
+    sliding = and_masks(full, sliding_window_overlay(3))
+    assert integration.mask_pattern(full, None) == ("blockwise", None)
+    assert integration.mask_pattern(sliding, None) == ("blockwise_sliding", 2)
+    i, j = torch.arange(10)[:, None], torch.arange(10)[None, :]
+    for fn in (full, sliding):
+        rows = integration.tritune_mask(1, 10, 10, mask_function=fn, attention_mask=torch.ones(1, 10, dtype=torch.bool))
+        assert rows.dtype == torch.int64 and rows.shape[:3] == (1, 1, 1)
+        assert torch.equal(integration.expand_blocks(integration.block_rows(rows), 10, 10)[0, 0], fn(0, 0, i, j))
+

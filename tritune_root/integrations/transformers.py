@@ -126,6 +126,12 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
         reason = "a mask pattern with no window form (packed-sequence, custom or image-token masks)"
     elif traced_offset or (traced and kind == "chunked"):
         reason = "a traced mask (torch.compile / torch.export) with a traced query offset or chunks"
+    elif kind in ("blockwise", "blockwise_sliding"):
+        rows = _block_rows(mask_function, kind, left, padding, batch_size, q_length, kv_length, q_offset, kv_offset,
+                           kwargs.get("device"))
+        if rows is not None:
+            return rows
+        reason = "image-token blocks on a step with cached keys, or a padding mask with holes"
     elif kind == "chunked":
         window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, True, kwargs.get("device"),
                          allow_none=False)
@@ -175,6 +181,11 @@ def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None
     """
     from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
 
+    if _block_ids(mask_function) is not None:
+        return "blockwise", None
+    window = _overlay_value(mask_function, None, "sliding_window_overlay", "sliding_window", base_test=_block_ids)
+    if window is not None and window >= 1:
+        return "blockwise_sliding", window - 1
     if local_size is None:
         if mask_function is None or mask_function is causal_mask_function:
             return "causal", None
@@ -221,6 +232,57 @@ def _matches(mask_function: Any, n: torch.Tensor, expected: torch.Tensor) -> boo
     return isinstance(got, torch.Tensor) and got.shape == expected.shape and bool((got == expected).all())
 
 
+def _block_rows(mask_function: Any, kind: str, left: int | None, padding: torch.Tensor | None, batch_size: int,
+                q_length: int, kv_length: int, q_offset: Any, kv_offset: int, device: Any) -> torch.Tensor | None:
+    """Image-token rows: int64 ``[B, 1, 1, 4 + 2K]`` = ``(lo, hi, shift, left, s1, e1, ..., -1...)``,
+    the padding window, the sliding window's left edge (-1: none) and each sequence's image blocks
+    ``[s, e)``, which see keys ``j < e`` (causal otherwise). None where they do not apply: a step
+    with cached keys (decode needs none: the blocks are all in the past) or holes in the padding."""
+    if int(q_offset) != 0 or kv_offset != 0 or q_length != kv_length:
+        return None
+    window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, True, device, allow_none=False)
+    if window is False:
+        return None
+    inner = _closure_value(mask_function, "mask_functions")[0] if kind == "blockwise_sliding" else mask_function
+    ids = _block_ids(inner)[:, :kv_length].tolist()
+    blocks = []
+    for row in ids:
+        runs, start = [], None
+        for j, g in enumerate([*row, -1]):
+            if start is not None and g != row[start]:
+                runs.append((start, j))
+                start = None
+            if start is None and g >= 0:
+                start = j
+        blocks.append([x for run in runs for x in run])
+    width = max((len(b) for b in blocks), default=0)
+    extra = [[-1 if left is None else left, *b, *([-1] * (width - len(b)))] for b in blocks]
+    rows = torch.cat([window.to(torch.int64), torch.tensor(extra, dtype=torch.int64, device=window.device)], dim=1)
+    return rows.view(batch_size, 1, 1, rows.shape[1])
+
+
+def block_rows(mask: Any) -> torch.Tensor | None:
+    """The ``[B, 4 + 2K]`` rows of an image-token mask (int64 ``[B, 1, 1, 4 + 2K]``), else None."""
+    if (isinstance(mask, torch.Tensor) and mask.dtype == torch.int64 and mask.dim() == 4
+            and mask.shape[1:3] == (1, 1) and mask.shape[3] >= 4 and mask.shape[3] % 2 == 0):
+        return mask.view(mask.shape[0], mask.shape[3])
+    return None
+
+
+def expand_blocks(rows: torch.Tensor, q_length: int, kv_length: int) -> torch.Tensor:
+    """The boolean ``[B, 1, q, kv]`` mask of image-token rows."""
+    visible = expand_window(rows[:, :3].to(torch.int32), q_length, kv_length)[:, 0]
+    i = torch.arange(q_length, device=rows.device)[None, :, None]
+    j = torch.arange(kv_length, device=rows.device)[None, None, :]
+    lo, hi = rows[:, 0, None, None], rows[:, 1, None, None]
+    for c in range(4, rows.shape[1], 2):
+        s, e = rows[:, c, None, None], rows[:, c + 1, None, None]
+        visible |= (i >= s) & (i < e) & (j >= lo) & (j < torch.minimum(hi, e))
+    left = rows[:, 3, None, None]
+    visible &= (left < 0) | (j >= i + rows[:, 2, None, None] - left)
+    return visible[:, None]
+
+
 def _chunk_rows(window: torch.Tensor | bool | None, left_padding: torch.Tensor, chunk: int, q_offset: Any,
                 q_length: int, kv_offset: int) -> torch.Tensor | bool | None:
     """Causal window rows narrowed to each sequence's chunk; when a sequence's real queries span
@@ -258,17 +320,41 @@ def _sliding_window_of(mask_function: Any, base_mask_function: Any, overlay: str
     return _overlay_value(mask_function, base_mask_function, overlay, "sliding_window")
 
 
-def _overlay_value(mask_function: Any, base_mask_function: Any, overlay: str, name: str) -> int | None:
-    """The int ``name`` that ``<overlay>`` closes over in ``and_masks(<overlay>(...), base_mask_function)``."""
+def _overlay_value(mask_function: Any, base_mask_function: Any, overlay: str, name: str,
+                   base_test: Any = None) -> int | None:
+    """The int ``name`` that ``<overlay>`` closes over in ``and_masks(<overlay>(...), base_mask_function)``
+    (or ``and_masks(base, <overlay>(...))`` with ``base_test(base)`` not None, when given)."""
     if getattr(mask_function, "__qualname__", "") != "and_masks.<locals>.and_mask":
         return None
     parts = _closure_value(mask_function, "mask_functions")
-    if not isinstance(parts, tuple) or len(parts) != 2 or parts[1] is not base_mask_function:
+    if not isinstance(parts, tuple) or len(parts) != 2:
+        return None
+    if base_test is not None:
+        if base_test(parts[0]) is None:
+            return None
+        parts = (parts[1], parts[0])
+    elif parts[1] is not base_mask_function:
         return None
     if getattr(parts[0], "__qualname__", "") != f"{overlay}.<locals>.inner_mask":
         return None
     value = _closure_value(parts[0], name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _block_ids(mask_function: Any) -> torch.Tensor | None:
+    """The ``block_sequence_ids`` of ``or_masks(causal_mask_function, blockwise_overlay(ids))``
+    (image tokens that see their whole image: Gemma 3, PaliGemma), None for any other function."""
+    from transformers.masking_utils import causal_mask_function
+
+    if getattr(mask_function, "__qualname__", "") != "or_masks.<locals>.or_mask":
+        return None
+    parts = _closure_value(mask_function, "mask_functions")
+    if not isinstance(parts, tuple) or len(parts) != 2 or parts[0] is not causal_mask_function:
+        return None
+    if getattr(parts[1], "__qualname__", "") != "blockwise_overlay.<locals>.inner_mask":
+        return None
+    ids = _closure_value(parts[1], "block_sequence_ids")
+    return ids if isinstance(ids, torch.Tensor) and ids.dim() == 2 else None
 
 
 def _window(padding: torch.Tensor | None, batch_size: int, q_length: int, kv_length: int, q_offset: Any,
@@ -357,6 +443,10 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     sliding_window = kwargs.get("sliding_window")
     softcap = kwargs.get("softcap") or 0.0
     sinks = kwargs.get("s_aux")
+    blocks = block_rows(attention_mask)
+    if blocks is not None:
+        return _blocks_forward(module, query, key, value, blocks, dropout, scaling, is_causal, softcap, sinks,
+                               kwargs), None
     window = window_rows(attention_mask)
     if window is None and isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.int32:
         raise ValueError(
@@ -417,6 +507,35 @@ def _fallback_reason(module: torch.nn.Module, inputs: tuple[torch.Tensor | None,
     if varlen and query.dtype not in (torch.float16, torch.bfloat16):
         return f"{query.dtype} inputs on a sliding-window/softcap/sink layer (the varlen kernel takes fp16/bf16)"
     return None
+
+
+def _blocks_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    blocks: torch.Tensor, dropout: float, scaling: float | None, is_causal: bool | None,
+                    softcap: float, sinks: torch.Tensor | None, kwargs: dict[str, Any]) -> torch.Tensor:
+    """Image-token rows: per sequence, causal launches over its text runs and one launch per image
+    block over the keys before the block's end (with the layer's sliding window, if any)."""
+    host = blocks.tolist()
+    left = host[0][3] if host else -1
+    reason = _fallback_reason(module, (query, key, value, sinks), None, None, dropout, None, True, kwargs)
+    if reason is not None:
+        _fallback_once(reason)
+        mask = expand_blocks(blocks, query.shape[2], key.shape[2])
+        return _torch_attention(module, query, key, value, mask, dropout, scaling, is_causal,
+                                None if left < 0 else left, softcap, sinks, kwargs)[0]
+    batch, heads_q, q_length, _ = query.shape
+    out = query.new_empty(batch, q_length, heads_q, value.shape[-1])
+    window_left = None if left < 0 else left
+    for b, (lo, hi, shift, _, *ends) in enumerate(host):
+        images = [(s, e) for s, e in zip(ends[::2], ends[1::2], strict=True) if s >= 0]
+        cuts = sorted({0, q_length, *(x for run in images for x in run)})
+        for i0, i1 in zip(cuts, cuts[1:], strict=False):
+            image = next(((s, e) for s, e in images if s == i0), None)
+            top = hi if image is None else min(hi, image[1])
+            rows = torch.tensor([[lo, top, shift + i0]], dtype=torch.int32, device=query.device)
+            out[b:b + 1, i0:i1] = _varlen_forward(
+                query[b:b + 1, :, i0:i1], key[b:b + 1], value[b:b + 1], rows, image is None, window_left,
+                0 if image is None else -1, softcap, sinks, scaling)
+    return out
 
 
 def _chunked_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, window: torch.Tensor,
