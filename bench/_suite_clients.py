@@ -252,7 +252,8 @@ def check(kind: str, device: str) -> dict[str, Any]:
         out, expected, baseline = out[rows], expected[rows], baseline[rows]
     verdict = compare(out.to(torch.bfloat16), expected, baseline)
     return {"model": kind, "ok": verdict.ok and tuple(seen.values()) == EXPECTED[kind], "error": verdict.error,
-            "allowed": verdict.allowed, "launches": dict(seen), "expected_launches": EXPECTED[kind]}
+            "allowed": verdict.allowed, "launches": dict(seen), "expected_launches": EXPECTED[kind],
+            "within_rule": verdict.ok, "message": verdict.message}
 
 
 def clients(ctx: Any) -> dict[str, Any]:

@@ -135,9 +135,9 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
     elif kind == "chunked":
         window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, True, kwargs.get("device"),
                          allow_none=False)
-        window = _chunk_rows(window, _closure_value(_closure_value(mask_function, "mask_functions")[0],
-                                                    "left_padding"), left, q_offset, q_length, kv_offset)
         if window is not False:
+            window = _chunk_rows(window, _closure_value(_and_parts(mask_function)[0], "left_padding"), left,
+                                 q_offset, q_length, kv_offset)
             return window.view(batch_size, 1, 1, window.shape[1])
         reason = "a padding mask with holes (not one run of keys per sequence)"
     else:
@@ -183,7 +183,8 @@ def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None
 
     if _block_ids(mask_function) is not None:
         return "blockwise", None
-    window = _overlay_value(mask_function, None, "sliding_window_overlay", "sliding_window", base_test=_block_ids)
+    first, second = _and_parts(mask_function) or (None, None)
+    window = _overlay_int(second, "sliding_window_overlay", "sliding_window") if _block_ids(first) is not None else None
     if window is not None and window >= 1:
         return "blockwise_sliding", window - 1
     if local_size is None:
@@ -192,26 +193,25 @@ def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None
         if mask_function is bidirectional_mask_function:
             return "bidirectional", None
         return None, None
-    chunk = _overlay_value(mask_function, causal_mask_function, "chunked_overlay", "chunk_size")
-    if chunk is not None:
-        if chunk != local_size or chunk < 1:
-            return None, None
-        left_padding = _closure_value(_closure_value(mask_function, "mask_functions")[0], "left_padding")
-        if not isinstance(left_padding, torch.Tensor) or left_padding.dim() != 1:
+    if second is causal_mask_function and (chunk := _overlay_int(first, "chunked_overlay", "chunk_size")) is not None:
+        left_padding = _closure_value(first, "left_padding")
+        if chunk != local_size or chunk < 1 or not isinstance(left_padding, torch.Tensor) or left_padding.dim() != 1:
             return None, None
         n = torch.arange(3 * chunk + 2)
         lp = int(left_padding[0])
         expected = ((n[None, :] - lp) // chunk == (n[:, None] - lp) // chunk) & (n[None, :] <= n[:, None])
         return ("chunked", chunk) if _matches(mask_function, n, expected) else (None, None)
-    window = _sliding_window_of(mask_function, causal_mask_function, "sliding_window_overlay")
-    if window is None:
-        window = _sliding_window_of(mask_function, bidirectional_mask_function, "sliding_window_bidirectional_overlay")
+    if second is causal_mask_function:
+        window = _overlay_int(first, "sliding_window_overlay", "sliding_window")
+        if window is None or window != local_size or window < 1:
+            return None, None
+        return ("sliding", window - 1) if _confirmed(mask_function, window, window - 1, 0) else (None, None)
+    if second is bidirectional_mask_function:
+        window = _overlay_int(first, "sliding_window_bidirectional_overlay", "sliding_window")
         if window is None or window != local_size or window < 0:
             return None, None
         return ("sliding_bidirectional", window) if _confirmed(mask_function, window, window, window) else (None, None)
-    if window != local_size or window < 1:
-        return None, None
-    return ("sliding", window - 1) if _confirmed(mask_function, window, window - 1, 0) else (None, None)
+    return None, None
 
 
 def _confirmed(mask_function: Any, window: int, left: int, right: int) -> bool:
@@ -243,7 +243,7 @@ def _block_rows(mask_function: Any, kind: str, left: int | None, padding: torch.
     window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, True, device, allow_none=False)
     if window is False:
         return None
-    inner = _closure_value(mask_function, "mask_functions")[0] if kind == "blockwise_sliding" else mask_function
+    inner = _and_parts(mask_function)[0] if kind == "blockwise_sliding" else mask_function
     ids = _block_ids(inner)[:, :kv_length].tolist()
     blocks = []
     for row in ids:
@@ -283,14 +283,11 @@ def expand_blocks(rows: torch.Tensor, q_length: int, kv_length: int) -> torch.Te
     return visible[:, None]
 
 
-def _chunk_rows(window: torch.Tensor | bool | None, left_padding: torch.Tensor, chunk: int, q_offset: Any,
-                q_length: int, kv_offset: int) -> torch.Tensor | bool | None:
+def _chunk_rows(window: torch.Tensor, left_padding: torch.Tensor, chunk: int, q_offset: Any, q_length: int,
+                kv_offset: int) -> torch.Tensor:
     """Causal window rows narrowed to each sequence's chunk; when a sequence's real queries span
     chunks, the 7-column rows ``(lo, hi, shift, -1, 0, chunk, phase)`` instead (chunks start at
-    key slots ``phase + m * chunk``), which the attention function serves one chunk at a time.
-    False passed through (no window form)."""
-    if window is None or window is False:
-        return window
+    key slots ``phase + m * chunk``), which the attention function serves one chunk at a time."""
     lp = left_padding.to(window.device, torch.int64)
     # Chunks count from each sequence's first real token; queries on left padding see nothing
     # that matters, so only the real ones must share a chunk.
@@ -315,29 +312,19 @@ def _closure_value(fn: Any, name: str) -> Any:
     return fn.__closure__[code.co_freevars.index(name)].cell_contents
 
 
-def _sliding_window_of(mask_function: Any, base_mask_function: Any, overlay: str) -> int | None:
-    """w of ``and_masks(<overlay>(w), base_mask_function)``, None for any other function."""
-    return _overlay_value(mask_function, base_mask_function, overlay, "sliding_window")
-
-
-def _overlay_value(mask_function: Any, base_mask_function: Any, overlay: str, name: str,
-                   base_test: Any = None) -> int | None:
-    """The int ``name`` that ``<overlay>`` closes over in ``and_masks(<overlay>(...), base_mask_function)``
-    (or ``and_masks(base, <overlay>(...))`` with ``base_test(base)`` not None, when given)."""
+def _and_parts(mask_function: Any) -> tuple[Any, Any] | None:
+    """The two functions of ``and_masks(first, second)``, None for any other function."""
     if getattr(mask_function, "__qualname__", "") != "and_masks.<locals>.and_mask":
         return None
     parts = _closure_value(mask_function, "mask_functions")
-    if not isinstance(parts, tuple) or len(parts) != 2:
+    return parts if isinstance(parts, tuple) and len(parts) == 2 else None
+
+
+def _overlay_int(fn: Any, overlay: str, name: str) -> int | None:
+    """The int ``name`` that ``fn``, an ``<overlay>(...)`` mask, closes over; None otherwise."""
+    if getattr(fn, "__qualname__", "") != f"{overlay}.<locals>.inner_mask":
         return None
-    if base_test is not None:
-        if base_test(parts[0]) is None:
-            return None
-        parts = (parts[1], parts[0])
-    elif parts[1] is not base_mask_function:
-        return None
-    if getattr(parts[0], "__qualname__", "") != f"{overlay}.<locals>.inner_mask":
-        return None
-    value = _closure_value(parts[0], name)
+    value = _closure_value(fn, name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
