@@ -135,6 +135,15 @@ def case(kind: str):
         return t.Gemma3ForConditionalGeneration, config, \
             dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
                  token_type_ids=(ids == 250).long()), None
+    if kind == "bigbird_pegasus":
+        # mixed: the encoder's layers add the mask to their scores themselves (eager's mask, no
+        # launch), the decoder's self- and cross-attention dispatch through the interface
+        ids, mask = _right_padded()
+        return t.BigBirdPegasusForConditionalGeneration, t.BigBirdPegasusConfig(
+            vocab_size=VOCAB, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, max_position_embeddings=64,
+            attention_type="original_full"), \
+            dict(input_ids=ids, attention_mask=mask, decoder_input_ids=_ids(5, (2, 7))), None
     if kind == "t5":
         ids, mask = _right_padded()
         return t.T5ForConditionalGeneration, t.T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=96,
@@ -158,6 +167,7 @@ EXPECTED = {
     "t5": (0, 0, 6),                 # T5's relative position bias is an additive score bias
     "gemma3_vision": (2, 6, 0),      # vision tower; per layer: text, image block, text
     "deepseek_v4": (0, 0, 2),        # edits its mask (MASK_EDITING_MODELS): eager's mask, PyTorch
+    "bigbird_pegasus": (4, 0, 0),    # decoder self + cross on the kernel; the encoder scores itself
 }
 
 

@@ -22,6 +22,8 @@ transformers = pytest.importorskip("transformers")
 import tritune  # noqa: E402
 from tritune.bench._suite_clients import (  # noqa: E402
     EXPECTED,
+    SMALL,
+    _ids,
     _left_padded,
     bf16,
     build,
@@ -221,3 +223,53 @@ def test_image_block_rows():
         assert rows.dtype == torch.int64 and rows.shape[:3] == (1, 1, 1)
         assert torch.equal(integration.expand_blocks(integration.block_rows(rows), 10, 10)[0, 0], fn(0, 0, i, j))
 
+
+
+def _roformer(decoder: bool):
+    config = transformers.RoFormerConfig(num_hidden_layers=2, max_position_embeddings=64, is_decoder=decoder,
+                                         **SMALL)
+    return (transformers.RoFormerForCausalLM if decoder else transformers.RoFormerModel), config
+
+
+@pytest.mark.parametrize("layout", ["causal, unpadded", "bidirectional, 3 keys, padded"])
+def test_models_that_add_the_mask_to_their_scores_get_eagers_mask(layout, launches):
+    # RoFormer's layers compute softmax(q k^T + mask) themselves and never call the attention
+    # function. Before: the unpadded causal batch got no mask at all (off by 0.011) and the
+    # window rows [2, 1, 1, 3] broadcast over 3 keys as a bias (off by 0.071), both silently.
+    cls, config = _roformer(decoder=layout.startswith("causal"))
+    ids = _ids(1, (2, 13) if layout.startswith("causal") else (2, 3))
+    inputs = dict(input_ids=ids)
+    if not layout.startswith("causal"):
+        mask = torch.ones_like(ids)
+        mask[1, 2:] = 0
+        inputs["attention_mask"] = mask
+    ref = build(cls, config, "eager", torch.float32)
+    model = build(cls, config, tritune.register_transformers(), torch.float32, ref.state_dict())
+    with torch.no_grad():
+        gap = (output_of(ref(**inputs)) - output_of(model(**inputs))).abs().max().item()
+    assert gap < 1e-6
+    assert tuple(launches.values()) == (0, 0, 0)
+
+
+def test_mask_readers_are_told_apart():
+    from transformers.models.bert import modeling_bert
+    from transformers.models.bigbird_pegasus import modeling_bigbird_pegasus as bbp
+    from transformers.models.roformer import modeling_roformer
+    from tritune.integrations._mask_readers import mask_reader_reason, scores_itself, skips_mask
+
+    assert not scores_itself(modeling_bert.BertSelfAttention)  # dispatches through the interface
+    assert not scores_itself(modeling_bert.BertAttention)  # a wrapper: computes no scores
+    assert scores_itself(modeling_roformer.RoFormerSelfAttention)
+    assert scores_itself(bbp.BigBirdPegasusSelfAttention) and not scores_itself(bbp.BigBirdPegasusDecoderAttention)
+    assert mask_reader_reason(None) is None
+    assert mask_reader_reason(transformers.BertConfig()) is None
+    assert "roformer" in mask_reader_reason(transformers.RoFormerConfig())
+    assert "AttentionInterface" in mask_reader_reason(transformers.MvpConfig())
+    # a mixed module decides by the module asking: here no module at all, so the safe side
+    assert mask_reader_reason(transformers.BigBirdPegasusConfig()) is not None
+    # Gemma 4's audio attention scores itself, but is built from its own config class
+    assert mask_reader_reason(transformers.Gemma4TextConfig()) is None
+    assert mask_reader_reason(transformers.Gemma4AudioConfig()) is not None
+    # BigBird-Pegasus claims neither SDPA nor flash-attn: its decoder's causal layers have
+    # is_causal False, so an unpadded causal batch gets explicit rows, not None
+    assert skips_mask(transformers.BertConfig()) and not skips_mask(transformers.BigBirdPegasusConfig())

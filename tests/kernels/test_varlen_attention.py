@@ -34,7 +34,7 @@ FEATURES = ("plain", "window", "softcap", "sinks", "alibi", "window+softcap", "w
 
 def batch_lengths(rng: random.Random, kind: str, long: bool) -> tuple[list[int], list[int]]:
     """(new tokens, keys) per sequence for one kind of serving step."""
-    prefix_max = 2000 if long else 120
+    prefix_max = 1200 if long else 120  # long: many pages and key blocks; the interpreter runs each in Python
     q_lens: list[int] = []
     k_lens: list[int] = []
 
@@ -50,7 +50,7 @@ def batch_lengths(rng: random.Random, kind: str, long: bool) -> tuple[list[int],
             add(rng.randint(2, 8), rng.randint(0, prefix_max))
     if kind in ("prefill", "mixed"):
         for _ in range(rng.randint(1, 2)):
-            add(rng.randint(1, 300 if long else 90), rng.choice((0, rng.randint(1, prefix_max))))
+            add(rng.randint(1, 200 if long else 90), rng.choice((0, rng.randint(1, prefix_max))))
     if kind == "mixed" and rng.random() < 0.5:
         add(0, rng.randint(1, 40))  # a sequence idle this step
     order = list(range(len(q_lens)))

@@ -17,7 +17,10 @@ name:
   ``(lo, hi, shift, -1, 0, chunk, phase)`` served one launch per sequence and chunk. That
   covers left padding, right padding, the empty slots of a static cache and sliding-window
   caches. Patterns with no such form (holes in the padding mask, packed sequences, custom or
-  image-token masks) get sdpa's boolean 4-D mask, and the log says so once. Under
+  image-token masks) get sdpa's boolean 4-D mask, and the log says so once. Models that read
+  the mask themselves (their modeling module never dispatches through the AttentionInterface,
+  e.g. RoFormer, BigBird, MPNet; or they edit it: ``MASK_EDITING_MODELS``) get eager's
+  additive mask, since rows or no mask would be added to their scores. Under
   torch.compile the rows are built without a host sync, and holes in the padding mask fail a
   device-side assert instead;
 - an attention function (``AttentionInterface``): plain layers run ``tritune.flash_attention``;
@@ -43,6 +46,7 @@ from typing import Any
 import torch
 from tritune._flash_op import flash_attention, pad_head_dims
 from tritune._varlen_op import varlen_attention
+from tritune.integrations._mask_readers import mask_reader_reason, skips_mask
 
 NAME = "tritune"
 # Bidirectional attention is causal attention with a shift no row ever reaches.
@@ -117,12 +121,19 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
         mask_function = causal_mask_function
     kind, left = mask_pattern(mask_function, local_size)
     padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
-    model_type = getattr(kwargs.get("config"), "model_type", None)
+    config = kwargs.get("config")
+    own = (f"model_type {config.model_type!r}, which edits its attention mask tensor"
+           if getattr(config, "model_type", None) in MASK_EDITING_MODELS else mask_reader_reason(config))
+    if own is not None:
+        # eager's additive float mask: what these models' own reads and edits expect
+        from transformers.masking_utils import eager_mask
+
+        _fallback_once(f"the mask function hands eager's 4-D mask to {own}")
+        return eager_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
+                          kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask, **kwargs)
     traced_offset = isinstance(q_offset, torch.Tensor) and is_tracing(q_offset)
     traced = traced_offset or (padding is not None and is_tracing(padding))
-    if model_type in MASK_EDITING_MODELS:
-        reason = f"model_type {model_type!r}, which edits its attention mask tensor"
-    elif kind is None:
+    if kind is None:
         reason = "a mask pattern with no window form (packed-sequence, custom or image-token masks)"
     elif traced_offset or (traced and kind == "chunked"):
         reason = "a traced mask (torch.compile / torch.export) with a traced query offset or chunks"
@@ -142,7 +153,7 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
         reason = "a padding mask with holes (not one run of keys per sequence)"
     else:
         window = _window(padding, batch_size, q_length, kv_length, q_offset, kv_offset, kind != "bidirectional",
-                         kwargs.get("device"), allow_none=kind == "causal", traced=traced)
+                         kwargs.get("device"), allow_none=kind == "causal" and skips_mask(config), traced=traced)
         if window is None:
             return None
         if window is not False:
@@ -154,13 +165,6 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
             # and a 2-D tensor there would be read as a padding mask.
             return window.view(batch_size, 1, 1, window.shape[1])
         reason = "a padding mask with holes (not one run of keys per sequence)"
-    if model_type in MASK_EDITING_MODELS:
-        # eager's additive float mask: what these models' own edits (zero-padding, value reads) expect
-        from transformers.masking_utils import eager_mask
-
-        _fallback_once(f"the mask function hands eager's 4-D mask for {reason}")
-        return eager_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
-                          kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask, **kwargs)
     _fallback_once(f"the mask function hands SDPA's 4-D mask for {reason}")
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
                      kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
