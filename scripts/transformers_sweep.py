@@ -58,6 +58,14 @@ def _shrink(config) -> None:
             setattr(config, key, 1)
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = list(config.layer_types)[:2]
+    if hasattr(config, "qk_rope_head_dim"):  # latent attention: rope part, rest, values, ranks
+        for key, value in dict(qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, kv_lora_rank=32,
+                               q_lora_rank=32, head_dim=8, qk_head_dim=24, num_key_value_heads=4,
+                               index_head_dim=16, index_n_heads=4, index_topk=4).items():
+            if hasattr(config, key):
+                setattr(config, key, value)
+    if getattr(config, "rotary_dim", None) is not None:
+        config.rotary_dim = 8
     for name in getattr(config, "sub_configs", {}):
         sub = getattr(config, name, None)
         if sub is not None and hasattr(sub, "to_dict"):

@@ -255,12 +255,12 @@ def test_mask_readers_are_told_apart():
     from transformers.models.bert import modeling_bert
     from transformers.models.bigbird_pegasus import modeling_bigbird_pegasus as bbp
     from transformers.models.roformer import modeling_roformer
-    from tritune.integrations._mask_readers import mask_reader_reason, scores_itself, skips_mask
+    from tritune.integrations._mask_readers import mask_reader_reason, reads_mask, skips_mask
 
-    assert not scores_itself(modeling_bert.BertSelfAttention)  # dispatches through the interface
-    assert not scores_itself(modeling_bert.BertAttention)  # a wrapper: computes no scores
-    assert scores_itself(modeling_roformer.RoFormerSelfAttention)
-    assert scores_itself(bbp.BigBirdPegasusSelfAttention) and not scores_itself(bbp.BigBirdPegasusDecoderAttention)
+    assert not reads_mask(modeling_bert.BertSelfAttention)  # dispatches through the interface
+    assert not reads_mask(modeling_bert.BertAttention)  # a wrapper: computes no scores
+    assert reads_mask(modeling_roformer.RoFormerSelfAttention)
+    assert reads_mask(bbp.BigBirdPegasusSelfAttention) and not reads_mask(bbp.BigBirdPegasusDecoderAttention)
     assert mask_reader_reason(None) is None
     assert mask_reader_reason(transformers.BertConfig()) is None
     assert "roformer" in mask_reader_reason(transformers.RoFormerConfig())
@@ -273,3 +273,26 @@ def test_mask_readers_are_told_apart():
     # BigBird-Pegasus claims neither SDPA nor flash-attn: its decoder's causal layers have
     # is_causal False, so an unpadded causal batch gets explicit rows, not None
     assert skips_mask(transformers.BertConfig()) and not skips_mask(transformers.BigBirdPegasusConfig())
+
+
+def test_sparse_attention_indices_are_applied(launches):
+    # DeepSeek V3.2's indexer picks `index_topk` keys per query and hands their indices to every
+    # implementation but eager/SDPA (which get the restricted mask): ignoring them attends every
+    # key (off by 0.27 here); the fallback restricts the mask to them, as eager does
+    config = transformers.AutoConfig.for_model("deepseek_v32")
+    for key, value in dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=4, vocab_size=SMALL["vocab_size"],
+                           max_position_embeddings=64, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
+                           kv_lora_rank=32, q_lora_rank=32, head_dim=8, qk_head_dim=24, index_head_dim=16,
+                           index_n_heads=4, index_topk=4, n_routed_experts=4, num_experts_per_tok=2, n_group=1,
+                           topk_group=1, first_k_dense_replace=1, pad_token_id=0, bos_token_id=1,
+                           eos_token_id=2).items():
+        setattr(config, key, value)
+    ids, mask = _left_padded()
+    ref = build(transformers.DeepseekV32ForCausalLM, config, "eager", torch.float32)
+    model = build(transformers.DeepseekV32ForCausalLM, config, tritune.register_transformers(), torch.float32,
+                  ref.state_dict())
+    with torch.no_grad():
+        gap = (ref(input_ids=ids, attention_mask=mask).logits - model(input_ids=ids, attention_mask=mask).logits)
+    assert gap[mask.bool()].abs().max().item() < 1e-5
+    assert launches["fallback"] == 2 and launches["flash"] == launches["varlen"] == 0

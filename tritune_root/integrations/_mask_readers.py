@@ -6,17 +6,18 @@ by every model that builds its masks with ``masking_utils`` (``create_causal_mas
 A layer that computes ``softmax(q @ k.T + mask)`` itself (RoFormer, BigBird, MPNet, MVP, and
 BigBird-Pegasus's encoder next to its interface-dispatching decoder) would add tritune's window
 rows to its scores as a bias, or run unmasked where tritune hands no mask at all (an unpadded
-causal batch): silently wrong wherever the shapes broadcast. Such models get eager's additive
-mask instead, which is exactly what their code expects.
+causal batch): silently wrong wherever the shapes broadcast. So would a layer that edits the
+mask before dispatching (DeepSeek V3.2's sparse attention and its indexer, GLM-5's, ...). Such
+models get eager's additive mask instead, which is exactly what their code expects.
 
 The verdict is per modeling module (found next to the config's class, cached by that class):
 
 - the module never names ``ALL_ATTENTION_FUNCTIONS``: every layer reads the mask itself;
-- it does, and none of its attention classes computes scores itself: the rows are safe;
-- both kinds (mixed; attention classes built from another config class, such as Gemma 4's
-  audio attention next to its text model, do not count): decided per call by the module whose ``forward`` asked for the mask (the
-  first frame up the stack with a module as ``self``): eager's mask if any of its submodules computes scores
-  itself, cached by that module's class.
+- it does, and none of its attention classes reads the mask (``reads_mask``): the rows are safe;
+- both kinds (mixed; classes built from another config class, such as Gemma 4's audio
+  attention next to its text model, do not count): decided per call by the module whose
+  ``forward`` asked for the mask (the first frame up the stack with a module as ``self``):
+  eager's mask if any of its submodules reads it, cached by that module's class.
 
 One more per-module fact: whether transformers ever hands the module's models a skipped mask.
 For an unpadded causal batch the mask function returns None and the attention function takes
@@ -25,10 +26,8 @@ flag only in models that claim SDPA or flash-attn support, and a module whose mo
 neither may leave it False on causal layers (BigBird-Pegasus's decoder self-attention), so its
 models get explicit rows instead of None (``skips_mask``).
 
-"Computes scores itself": an attention class whose ``forward`` takes ``attention_mask``, does its
-own matmul, softmax, einsum, bmm or SDPA call, and never names ``ALL_ATTENTION_FUNCTIONS``. The errors this
-rule can make go the safe way: a layer it wrongly takes for a mask reader gets eager's 4-D mask,
-which the attention function runs in PyTorch (correct, not tuned).
+The errors these rules can make go the safe way: a layer wrongly taken for a mask reader gets
+eager's 4-D mask, which the attention function runs in PyTorch (correct, not tuned).
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ import torch
 
 INTERFACE = "ALL_ATTENTION_FUNCTIONS"
 _SCORING = frozenset({"matmul", "softmax", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention"})
+_EDITING = frozenset({"masked_fill", "masked_fill_"})
 
 _BY_CONFIG: dict[type, tuple[str, bool]] = {}  # config class -> ("interface" | "own" | "mixed", skips_mask)
 _BY_CALLER: dict[type, bool] = {}  # mask-building module class (mixed modules) -> reads the mask itself
@@ -61,7 +61,7 @@ def mask_reader_reason(config: Any) -> str | None:
     if verdict == "mixed":
         caller = _caller_reads_mask()
         if caller is not None:
-            return f"{caller} (model_type {model_type!r}), whose layers add the mask to their scores themselves"
+            return f"{caller} (model_type {model_type!r}), whose layers read or edit the mask themselves"
     return None
 
 
@@ -89,7 +89,7 @@ def _module_verdict(config_class: type) -> tuple[str, bool]:
     skips = any(getattr(c, "_supports_sdpa", False) or getattr(c, "_supports_flash_attn", False) for c in classes)
     if INTERFACE not in vars(module):
         return "own", skips
-    own = [c for c in classes if scores_itself(c) and not _built_from_another_config(c, config_class)]
+    own = [c for c in classes if reads_mask(c) and not _built_from_another_config(c, config_class)]
     return ("mixed" if own else "interface"), skips
 
 
@@ -106,12 +106,15 @@ def _built_from_another_config(module_class: type, config_class: type) -> bool:
     return bool(named) and config_class.__name__ not in named
 
 
-def scores_itself(module_class: type) -> bool:
-    """Whether ``module_class`` is an attention layer whose ``forward`` takes a mask and computes
-    the scores without the interface. Only classes named like one (attention, attn) count: a
-    model's own forward may take the mask and matmul for other ends (CLIP's similarity logits)."""
+def reads_mask(module_class: type) -> bool:
+    """Whether ``module_class`` is an attention layer (or a sparse-attention indexer) whose
+    ``forward`` takes the mask and reads it itself: it computes the scores without the interface,
+    or it edits the mask (``masked_fill``: DeepSeek V3.2's indexer adds it to its index scores and
+    its attention masks the unselected keys in it before dispatching). Only classes named like
+    one count: a model's own forward may take the mask and matmul for other ends (CLIP's
+    similarity logits), and encoders' convolution modules take the 2-D padding mask."""
     lowered = module_class.__name__.lower()
-    if "attention" not in lowered and "attn" not in lowered:
+    if not any(word in lowered for word in ("attention", "attn", "indexer")):
         return False
     forward = inspect.unwrap(getattr(module_class, "forward", None) or (lambda: None))
     code = getattr(forward, "__code__", None)
@@ -119,7 +122,9 @@ def scores_itself(module_class: type) -> bool:
         return False
     params = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
     names = set(code.co_names)
-    return "attention_mask" in params and INTERFACE not in names and bool(names & _SCORING)
+    if "attention_mask" not in params:
+        return False
+    return bool(names & _EDITING) or (INTERFACE not in names and bool(names & _SCORING))
 
 
 @torch.compiler.disable  # reads the Python stack: only mixed modules (a handful of models) pay the graph break
@@ -139,5 +144,5 @@ def _caller_reads_mask() -> str | None:
         return "a mask built outside a module's forward"  # can't tell which layers read it: the safe side
     cls = type(caller)
     if cls not in _BY_CALLER:
-        _BY_CALLER[cls] = any(scores_itself(type(m)) for m in caller.modules())
+        _BY_CALLER[cls] = any(reads_mask(type(m)) for m in caller.modules())
     return cls.__name__ if _BY_CALLER[cls] else None

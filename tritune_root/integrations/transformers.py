@@ -489,6 +489,8 @@ def _fallback_reason(module: torch.nn.Module, inputs: tuple[torch.Tensor | None,
                 "run inference under one of those to use the kernels)")
     if kwargs.get("position_bias") is not None:
         return "a position_bias (additive score bias)"
+    if kwargs.get("indices") is not None:
+        return "sparse-attention key indices (DeepSeek V3.2's indexer: only the selected keys are attended)"
     if attention_mask is not None and window is None:
         return "a 4-D attention mask (a custom mask, or a pattern the mask function has no window form for)"
     if window is not None and window.shape[1] == 7 and varlen:
@@ -578,10 +580,12 @@ def _torch_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     """The fallback: SDPA, or the eager math when softcap or sinks are on (SDPA has neither)."""
     if window_rows(attention_mask) is not None:
         attention_mask = expand_window(window_rows(attention_mask), query.shape[2], key.shape[2], left)
+    if kwargs.get("indices") is not None:
+        attention_mask = _selected_keys(attention_mask, kwargs["indices"], query.shape[2], key.shape[2])
     if not softcap and sinks is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        rest = {k: v for k, v in kwargs.items() if k not in ("softcap", "s_aux")}
+        rest = {k: v for k, v in kwargs.items() if k not in ("softcap", "s_aux", "indices")}
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **rest)
     group = query.shape[1] // key.shape[1]
@@ -611,6 +615,19 @@ def _torch_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         probs = probs[..., :-1]
     probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+
+
+def _selected_keys(mask: Any, indices: torch.Tensor, q_length: int, kv_length: int) -> torch.Tensor:
+    """``mask`` restricted to the keys a sparse-attention indexer selected (``indices`` ``[B, q,
+    topk]``, DeepSeek V3.2 / GLM-5 style), as those models do for eager and SDPA themselves: they
+    hand the indices, not the restricted mask, to every other implementation."""
+    unselected = torch.ones(indices.shape[0], q_length, kv_length, dtype=torch.bool, device=indices.device)
+    unselected = unselected.scatter(-1, indices.long(), False).unsqueeze(1)
+    if mask is None:  # the indexer's models always build their causal mask; this is the same one
+        mask = torch.ones(q_length, kv_length, dtype=torch.bool, device=indices.device).tril(kv_length - q_length)
+    if mask.dtype == torch.bool:
+        return mask & ~unselected
+    return mask.masked_fill(unselected, torch.finfo(mask.dtype).min)
 
 
 __all__ = ["CONTINUOUS_BATCHING", "MASK_EDITING_MODELS", "NAME", "expand_window", "mask_pattern", "register_transformers",
