@@ -392,12 +392,12 @@ def _landscape_row(shape: _Shape) -> list[Any]:
 
 
 # --- tuning comparison -------------------------------------------------------------------------
-# The owed tuning criterion (issue 16): one flash-attention and one decode problem reach 98% of the
-# exhaustive optimum of their space in under 60 s wall (compile time included) with the default
-# strategy, next to TPE and exhaustive search, all measured in the same suite run.
 # A dry run's leave-one-out advisors (trained on CPU-interpreter landscapes of 6 configs) check the
 # path, not the model: a few steps instead of ~80 s of training each.
 DRY_ADVISOR_TRAINING = {"pretrain_steps": 10, "finetune_steps": 40}
+# The owed tuning criterion (issue 16): one flash-attention and one decode problem reach 98% of the
+# exhaustive optimum of their space in under 60 s wall (compile time included) with the default
+# strategy, next to TPE and exhaustive search, all measured in the same suite run.
 LIVE_STRATEGIES = ("default", "tpe", "exhaustive")
 LIVE_BUDGET_S = 60.0
 LIVE_TARGET = 0.98

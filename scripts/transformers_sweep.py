@@ -1,6 +1,7 @@
 """Run ``attn_implementation="tritune"`` on a tiny random model of every type of one transformers task.
 
-    python scripts/transformers_sweep.py [--task causal-lm|seq2seq|masked-lm|classify|image] [--json] [MODEL_TYPE ...]
+    python scripts/transformers_sweep.py [--task causal-lm|seq2seq|masked-lm|classify|image]
+        [--fp32] [--cache static] [--json] [MODEL_TYPE ...]
 
 For each type: the default config (and each of its sub-configs) shrunk to 2 layers of width 64
 (4 heads, 2 KV heads, head dim 16, vocabulary 128, 32x32 images of 8x8 patches), random weights;
@@ -112,7 +113,7 @@ def _alarm(*_):
     raise _Timeout
 
 
-def sweep(model_types, *, task: str = "causal-lm", fp32: bool = False, seconds: int = 90):
+def sweep(model_types, *, task: str = "causal-lm", fp32: bool = False, seconds: int = 90, cache: str | None = None):
     import torch
     import transformers
     import tritune
@@ -142,6 +143,8 @@ def sweep(model_types, *, task: str = "causal-lm", fp32: bool = False, seconds: 
     generate = task in ("causal-lm", "seq2seq")
     kwargs = dict(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True,
                   pad_token_id=0, eos_token_id=None) if generate else {}
+    if cache and generate:
+        kwargs["cache_implementation"] = cache
     classes = getattr(modeling_auto, TASKS[task])
     signal.signal(signal.SIGALRM, _alarm)
     for model_type in model_types or sorted(classes):
@@ -218,6 +221,7 @@ def main(argv=None) -> int:
     parser.add_argument("--task", choices=sorted(TASKS), default="causal-lm",
                         help="which models, and how they run (default: causal-lm, generate())")
     parser.add_argument("--fp32", action="store_true", help="run the baseline and tritune models in fp32")
+    parser.add_argument("--cache", metavar="IMPL", help="generate() with this cache_implementation (e.g. static)")
     parser.add_argument("--seconds", type=int, default=90, help="time limit per model type")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
@@ -225,7 +229,7 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.ERROR)
     counts: dict[str, int] = {}
-    for row in sweep(args.model_types, task=args.task, fp32=args.fp32, seconds=args.seconds):
+    for row in sweep(args.model_types, task=args.task, fp32=args.fp32, seconds=args.seconds, cache=args.cache):
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         if args.json:
             print(json.dumps(row), flush=True)
