@@ -28,7 +28,6 @@ the Triton interpreter; about 8 minutes for the causal LMs, 2-4 for each other t
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import signal
@@ -117,24 +116,11 @@ def sweep(model_types, *, task: str = "causal-lm", fp32: bool = False, seconds: 
     import torch
     import transformers
     import tritune
-    import tritune.kernels.flash_attention as flash_kernel
-    import tritune.kernels.varlen_attention as varlen_kernel
     from transformers.models.auto import modeling_auto
-    from tritune.integrations import transformers as integration
+    from tritune.bench._suite_clients import build, counting_launches
     from tritune.kernels import compare
 
     name = tritune.register_transformers()
-    seen = {"flash": 0, "varlen": 0, "fallback": 0}
-
-    def counted(key, real):
-        def run(*args, **kwargs):
-            seen[key] += 1
-            return real(*args, **kwargs)
-        return run
-
-    flash_kernel.launch = counted("flash", flash_kernel.launch)
-    varlen_kernel.launch_varlen = counted("varlen", varlen_kernel.launch_varlen)
-    integration._torch_attention = counted("fallback", integration._torch_attention)
     dtype = torch.float32 if fp32 else torch.bfloat16
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, 120, (2, 11), generator=g)
@@ -158,32 +144,24 @@ def sweep(model_types, *, task: str = "causal-lm", fp32: bool = False, seconds: 
                 yield row
                 continue
             config = tiny_config(model_type, task)
-            torch.manual_seed(0)
-            ref = cls._from_config(copy.deepcopy(config), attn_implementation="eager", dtype=torch.float32).eval()
-
-            def build(attn, cls=cls, config=config, ref=ref):
-                torch.manual_seed(0)
-                model = cls._from_config(copy.deepcopy(config), attn_implementation=attn, dtype=torch.float32)
-                model.load_state_dict(ref.state_dict())
-                return model.to(dtype).eval()
-
+            ref = build(cls, config, "eager", torch.float32)
             try:
-                model = build(name)
+                model = build(cls, config, name, dtype, ref.state_dict())
             except KeyError as exc:
                 if name not in str(exc):
                     raise
                 row["status"] = "NO-INTERFACE"
                 yield row
                 continue
-            base = build("eager")
+            base = build(cls, config, "eager", dtype, ref.state_dict())
             batch = _inputs(model, task, ids, mask, dtype)
             if batch is None:
                 row.update(status="INPUTS", error=f"main input {model.main_input_name}")
                 yield row
                 continue
             with torch.no_grad():
-                seen.update(flash=0, varlen=0, fallback=0)
-                out = _run(model, batch, kwargs, generate)
+                with counting_launches() as seen:
+                    out = _run(model, batch, kwargs, generate)
                 row["launches"] = dict(seen)
                 expected = _run(ref, {k: v.float() if v.is_floating_point() else v for k, v in batch.items()},
                                 kwargs, generate)

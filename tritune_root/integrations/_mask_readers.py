@@ -44,6 +44,12 @@ INTERFACE = "ALL_ATTENTION_FUNCTIONS"
 _SCORING = frozenset({"matmul", "softmax", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention"})
 _EDITING = frozenset({"masked_fill", "masked_fill_"})
 
+# Models that edit the mask tensor before attention in ways the module scan cannot see (DeepSeek V4
+# pads it to its compressed KV slots, Doge reads its values). Any other model that mangles the
+# window rows is caught in the attention function (an int32 tensor that is not rows) and refused,
+# never read as a mask.
+MASK_EDITING_MODELS = frozenset({"deepseek_v4", "doge"})
+
 _BY_CONFIG: dict[type, tuple[str, bool]] = {}  # config class -> ("interface" | "own" | "mixed", skips_mask)
 _BY_CALLER: dict[type, bool] = {}  # mask-building module class (mixed modules) -> reads the mask itself
 
@@ -53,8 +59,10 @@ def mask_reader_reason(config: Any) -> str | None:
     if config is None:
         return None
     cls = type(config)
-    verdict = _verdict(cls)[0]
     model_type = getattr(config, "model_type", "") or cls.__name__
+    if model_type in MASK_EDITING_MODELS:
+        return f"model_type {model_type!r}, which edits its attention mask tensor"
+    verdict = _verdict(cls)[0]
     if verdict == "own":
         return (f"model_type {model_type!r}, whose attention does not go through transformers' AttentionInterface "
                 f"(its layers add the mask to their scores themselves)")

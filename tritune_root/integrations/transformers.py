@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from tritune._flash_op import flash_attention, pad_head_dims
 from tritune._varlen_op import varlen_attention
-from tritune.integrations._mask_readers import mask_reader_reason, skips_mask
+from tritune.integrations._mask_readers import MASK_EDITING_MODELS, mask_reader_reason, skips_mask
 
 NAME = "tritune"
 # Bidirectional attention is causal attention with a shift no row ever reaches.
@@ -71,11 +71,6 @@ CONTINUOUS_BATCHING = (
 
 _REGISTERED = False
 
-# Models that edit the mask tensor before attention (DeepSeek V4 pads it to its compressed KV
-# slots, Doge reads its values): they get eager's additive mask from the mask function, since
-# the window rows are not a mask they can edit (and they run in PyTorch). Any other model that mangles the rows is caught in the
-# attention function (an int32 tensor that is not rows) and refused, never read as a mask.
-MASK_EDITING_MODELS = frozenset({"deepseek_v4", "doge"})
 
 
 def register_transformers(name: str = NAME) -> str:
@@ -122,8 +117,7 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
     kind, left = mask_pattern(mask_function, local_size)
     padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
     config = kwargs.get("config")
-    own = (f"model_type {config.model_type!r}, which edits its attention mask tensor"
-           if getattr(config, "model_type", None) in MASK_EDITING_MODELS else mask_reader_reason(config))
+    own = mask_reader_reason(config)
     if own is not None:
         # eager's additive float mask: what these models' own reads and edits expect
         from transformers.masking_utils import eager_mask
@@ -318,7 +312,12 @@ def _closure_value(fn: Any, name: str) -> Any:
 
 def _and_parts(mask_function: Any) -> tuple[Any, Any] | None:
     """The two functions of ``and_masks(first, second)``, None for any other function."""
-    if getattr(mask_function, "__qualname__", "") != "and_masks.<locals>.and_mask":
+    return _combined_parts(mask_function, "and_masks", "and_mask")
+
+
+def _combined_parts(mask_function: Any, combinator: str, inner: str) -> tuple[Any, Any] | None:
+    """The two functions ``<combinator>(first, second)`` closes over, None for any other function."""
+    if getattr(mask_function, "__qualname__", "") != f"{combinator}.<locals>.{inner}":
         return None
     parts = _closure_value(mask_function, "mask_functions")
     return parts if isinstance(parts, tuple) and len(parts) == 2 else None
@@ -337,10 +336,8 @@ def _block_ids(mask_function: Any) -> torch.Tensor | None:
     (image tokens that see their whole image: Gemma 3, PaliGemma), None for any other function."""
     from transformers.masking_utils import causal_mask_function
 
-    if getattr(mask_function, "__qualname__", "") != "or_masks.<locals>.or_mask":
-        return None
-    parts = _closure_value(mask_function, "mask_functions")
-    if not isinstance(parts, tuple) or len(parts) != 2 or parts[0] is not causal_mask_function:
+    parts = _combined_parts(mask_function, "or_masks", "or_mask")
+    if parts is None or parts[0] is not causal_mask_function:
         return None
     if getattr(parts[1], "__qualname__", "") != "blockwise_overlay.<locals>.inner_mask":
         return None
@@ -508,16 +505,15 @@ def _blocks_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     """Image-token rows: per sequence, causal launches over its text runs and one launch per image
     block over the keys before the block's end (with the layer's sliding window, if any)."""
     host = blocks.tolist()
-    left = host[0][3] if host else -1
+    window_left = host[0][3] if host and host[0][3] >= 0 else None
     reason = _fallback_reason(module, (query, key, value, sinks), None, None, dropout, None, True, kwargs)
     if reason is not None:
         _fallback_once(reason)
         mask = expand_blocks(blocks, query.shape[2], key.shape[2])
-        return _torch_attention(module, query, key, value, mask, dropout, scaling, is_causal,
-                                None if left < 0 else left, softcap, sinks, kwargs)[0]
+        return _torch_attention(module, query, key, value, mask, dropout, scaling, is_causal, window_left,
+                                softcap, sinks, kwargs)[0]
     batch, heads_q, q_length, _ = query.shape
     out = query.new_empty(batch, q_length, heads_q, value.shape[-1])
-    window_left = None if left < 0 else left
     for b, (lo, hi, shift, _, *ends) in enumerate(host):
         images = [(s, e) for s, e in zip(ends[::2], ends[1::2], strict=True) if s >= 0]
         cuts = sorted({0, q_length, *(x for run in images for x in run)})
