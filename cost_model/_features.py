@@ -82,9 +82,10 @@ class HardwareInfo:
             except ValueError:
                 cc = NAN
         if spec is None:
-            return cls(hardware.name, 1.0 if hardware.backend == "hip" else 0.0 if hardware.backend == "cuda" else NAN,
+            vendor = hardware.vendor
+            return cls(hardware.name, {"amd": 1.0, None: NAN}.get(vendor, 0.0),
                        sm, smem_block, NAN, NAN, NAN, NAN, NAN, NAN, NAN,
-                       64.0 if hardware.backend == "hip" else 32.0 if hardware.backend == "cuda" else NAN, cc,
+                       64.0 if hardware.backend == "hip" else 32.0 if vendor == "nvidia" else NAN, cc,
                        is_interpreter=hardware.is_interpreter)
         return cls(
             name=hardware.name,
@@ -205,7 +206,7 @@ def kernel_tuner_features(problem: Mapping[str, Any], batch: ConfigBatch, hw: Ha
     n = len(batch)
     if not any(batch.has(f"block_size_{d}") for d in "xyz"):
         return {k: np.full(n, NAN) for k in KT_NAMES}
-    size = [float(x) for x in (problem.get("problem_size") or [])][:3]
+    size = _extents(problem.get("problem_size"))
     block = [batch.column(f"block_size_{d}", 1.0) for d in "xyz"]
     tile = [batch.column(f"tile_size_{d}", 1.0) for d in "xyz"]
     threads = block[0] * block[1] * block[2]
@@ -228,6 +229,13 @@ def kernel_tuner_features(problem: Mapping[str, Any], batch: ConfigBatch, hw: Ha
         "kt_waves": waves,
         "kt_wave_tail": waves - np.floor(waves),
     }
+
+
+def _extents(problem_size: Any) -> list[float]:
+    """Up to three grid extents from a Kernel Tuner ``problem_size``: a number (pnpoly's
+    20000000) or a list of them; anything that is not a positive number adds no dimension."""
+    raw = problem_size if isinstance(problem_size, list | tuple) else [problem_size]
+    return [v for v in (_num(x) for x in raw[:3]) if v == v and v > 0]
 
 
 KT_NAMES = ("kt_threads", "kt_work_per_thread", "kt_block_tile_x", "kt_block_tile_y", "kt_log_grid",

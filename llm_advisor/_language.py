@@ -69,7 +69,7 @@ def _log2_bucket(x: float | int | None) -> str:
 def hardware_words(hw: Hardware) -> list[str]:
     """One word per slot of ``HW_SLOTS``; figures the fingerprint lacks come from the spec table."""
     spec = device_spec(hw.name) if hw.name else None
-    vendor = spec.vendor if spec else {"cuda": "nvidia", "hip": "amd"}.get(hw.backend, hw.backend or UNKNOWN)
+    vendor = hw.vendor or hw.backend or UNKNOWN  # the interpreter's "vendor" is its backend
     slots: dict[str, str] = {
         "name": spec.name if spec else (hw.name or UNKNOWN),
         "vendor": vendor,

@@ -86,8 +86,8 @@ class Landscape:
         opener = gzip.open if p.suffix == ".gz" else open
         try:
             with opener(p, "rt") as f:
-                data = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
+                data = _parse(f.read())
+        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"landscape file {p} is not (gzipped) JSON: {exc}") from None
         for required in ("tune_params_keys", "tune_params", "cache"):
             if required not in data:
@@ -136,6 +136,28 @@ class Landscape:
             )
             for e in self.entries.values()
         ]
+
+
+def _parse(text: str) -> Any:
+    """JSON, or a Kernel Tuner cache that is still open.
+
+    Kernel Tuner appends one ``"key": {...},`` line per measured config and closes the file only
+    when its run ends, so a run that stopped early (or is still going) leaves ``...},`` at the
+    end; Kernel Tuner itself reads such files by closing them. A last line cut mid-entry is
+    dropped. Anything else is an error (the first one raised).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as first:
+        if '"cache"' not in text:
+            raise
+        body = text.rstrip()
+        for _ in range(2):  # as written, then without a torn last line
+            try:
+                return json.loads(body.rstrip().rstrip(",") + "}}")
+            except json.JSONDecodeError:
+                body = body.rsplit("\n", 1)[0] if "\n" in body else ""
+        raise first from None
 
 
 def _hardware_of(data: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> Hardware:

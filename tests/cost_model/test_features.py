@@ -81,6 +81,18 @@ def test_hardware_info_known_amd_and_unknown():
     assert odd.sm_count == 170 and odd.compute_capability == 12.0 and math.isnan(odd.l2_bytes)
 
 
+def test_scalar_problem_size_and_unknown_recorded_device():
+    """pnpoly's Kernel Tuner files give ``problem_size`` as one number, not a list."""
+    hw = Hardware("NVIDIA GeForce GTX 1080", "recorded", "", 0, 0, "n/a")  # not in the table
+    recs = [TuningRecord(hw, "cn_pnpoly", {"problem_size": 20_000_000}, {"block_size_x": b, "tile_size": 1},
+                         1.0 + b / 1000, "ok", "g") for b in (32, 64, 256)]
+    f = Featurizer.from_records("cn_pnpoly", recs)
+    x = f.transform(hw, recs[0].problem, [r.config for r in recs])
+    assert column(f, x, "kt_log_grid").tolist() == pytest.approx([math.log2(math.ceil(20e6 / b)) for b in (32, 64, 256)])
+    assert column(f, x, "pb_log_problem_size") == pytest.approx(math.log(20e6))
+    assert np.all(column(f, x, "hw_vendor_amd") == 0.0)  # "GeForce" says NVIDIA
+
+
 def test_occupancy_limits():
     h = HardwareInfo.of(H100)
     blocks, occ = occupancy(h, np.array([128.0, 1024.0]), smem_bytes=np.array([0.0, 0.0]))

@@ -66,6 +66,26 @@ def test_bad_files(tmp_path):
         Landscape.load(tmp_path / "other.json")
 
 
+def test_open_kernel_tuner_cache_is_read_as_closed(tmp_path):
+    """Kernel Tuner closes its cache file only when the run ends; a run that stopped early leaves
+    one ``"key": {...},`` line per config and no closing braces (gemm_milo's W7800 file)."""
+    import gzip
+
+    head = '{\n"device_name": "NVIDIA GeForce RTX 3090",\n"kernel_name": "k",\n"problem_size": 4096,\n' \
+           '"tune_params_keys": ["a"],\n"tune_params": {"a": [1, 2, 3]},\n"objective": "time",\n"cache": {\n'
+    lines = ['"1": {"a": 1, "time": 2.0},\n', '"2": {"a": 2, "time": 1.0},\n']
+    with gzip.open(tmp_path / "open.json.gz", "wt") as f:
+        f.write(head + "".join(lines))
+    (tmp_path / "torn.json").write_text(head + "".join(lines) + '"3": {"a": 3, "ti')
+    for name in ("open.json.gz", "torn.json"):
+        ls = Landscape.load(tmp_path / name)
+        assert len(ls) == 2 and ls.optimum_ms == 1.0 and ls.lookup({"a": 3}) is None
+        assert ls.hardware.name == "NVIDIA GeForce RTX 3090" and ls.hardware.vendor == "nvidia"
+    (tmp_path / "broken.json").write_text(head + lines[0] + '"2": {"a": oops},\n' + lines[1])  # not just open
+    with pytest.raises(ValueError, match="not \\(gzipped\\) JSON"):
+        Landscape.load(tmp_path / "broken.json")
+
+
 def test_directories_are_searched_recursively_and_other_json_is_skipped(tmp_path):
     """A GPU run folder holds landscapes under landscapes/ next to its benchmark JSON."""
     import json

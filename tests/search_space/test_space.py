@@ -78,3 +78,34 @@ def test_device_table_lookup():
     assert device_spec("some unknown accelerator") is None
     with pytest.raises(ValueError, match="unknown device 'Z9'"):
         Hardware.from_spec("Z9")
+
+
+@pytest.mark.parametrize(("reported", "expected"), [
+    # A shorter name inside a longer one is not a match: these were A10, H20 and A10 before.
+    ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB"),
+    ("NVIDIA H200", "NVIDIA H200"),
+    ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB"),
+    ("NVIDIA A10G", "NVIDIA A10"),
+    ("NVIDIA H20", "NVIDIA H20"),
+    ("NVIDIA L40S", "NVIDIA L40S"),
+    ("NVIDIA L4", "NVIDIA L4"),
+    ("NVIDIA GeForce RTX 3060 Laptop GPU", "NVIDIA GeForce RTX 3060 Laptop GPU"),
+    ("NVIDIA GeForce RTX 3060", "NVIDIA GeForce RTX 3060"),
+    ("NVIDIA GeForce RTX 2080 Ti", "NVIDIA GeForce RTX 2080 Ti"),
+    ("Tesla V100-SXM2-32GB", "Tesla V100-SXM2-16GB"),
+    ("Tesla T4", "Tesla T4"),
+    ("W7800_T4", "AMD Radeon PRO W7800"),  # a Kernel Tuner file name (its AMD files name no device)
+    ("NVIDIA GeForce RTX 2080", None),
+])
+def test_device_names_match_whole_words(reported, expected):
+    spec = device_spec(reported)
+    assert (spec.name if spec else None) == expected
+
+
+def test_vendor_from_table_backend_or_name():
+    assert Hardware.from_spec("MI50").vendor == "amd" and Hardware.from_spec("T4").vendor == "nvidia"
+    recorded = {n: Hardware(n, "recorded", "", 0, 0, "n/a").vendor
+                for n in ("NVIDIA GeForce GTX 1080", "AMD Radeon RX 6800", "Intel(R) Arc(TM) A770", "mystery")}
+    assert recorded == {"NVIDIA GeForce GTX 1080": "nvidia", "AMD Radeon RX 6800": "amd",
+                        "Intel(R) Arc(TM) A770": "intel", "mystery": None}
+    assert Hardware.cpu_interpreter("3.9.0").vendor is None
