@@ -30,7 +30,8 @@ from tritune.search_space import SearchSpace, Value, config_key
 
 @dataclass
 class ValidSet:
-    """The valid configs of a space, as values and as word ids (``None`` when not enumerated)."""
+    """The valid configs of a space, as values and as word ids (``None`` when not enumerated;
+    ``ids`` without ``configs``: a listed set too large to score exhaustively)."""
 
     space: SearchSpace
     configs: list[dict[str, Value]] | None
@@ -38,6 +39,12 @@ class ValidSet:
 
     @classmethod
     def of(cls, space: SearchSpace, vocab: Vocabulary, *, limit: int) -> ValidSet:
+        if space.listed is not None:
+            # A recording lists its valid configs: beyond ``limit`` they are not scored one by
+            # one, but they still make the beam's prefix mask exact.
+            configs = space.enumerate()
+            ids = [tuple(vocab.id(config_word(n, c[n])) for n in space.names) for c in configs]
+            return cls(space, configs, ids) if len(configs) <= limit else cls(space, None, ids)
         if space.cartesian_size > 4 * limit:
             return cls(space, None, None)
         configs = space.enumerate(limit=limit + 1)

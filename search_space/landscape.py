@@ -75,7 +75,9 @@ class Landscape:
             params=tuple(Param(k, self.domains[k]) for k in self.keys),
             constraints=(Constraint("recorded", self._recorded),),
             context={"kernel": self.kernel, "problem_size": self.problem_size, "spec": self.spec},
+            listed=self._listed,
         )
+        self._in_order: list[Mapping[str, Value]] | None = None
 
     # --- loading ---------------------------------------------------------------------------
     @classmethod
@@ -99,6 +101,15 @@ class Landscape:
     @property
     def device_label(self) -> str:
         return self.hardware.name
+
+    def _listed(self) -> list[Mapping[str, Value]]:
+        """The recorded configs in the Cartesian order (what walking the product would yield)."""
+        if self._in_order is None:
+            index = [{v: i for i, v in enumerate(self.domains[k])} for k in self.keys]
+            # A value outside its declared domain (a hand-edited file) sorts last instead of raising.
+            self._in_order = sorted((e.values for e in self.entries.values()),
+                                    key=lambda c: [ix.get(c[k], len(ix)) for ix, k in zip(index, self.keys, strict=True)])
+        return self._in_order
 
     def _recorded(self, values: Mapping[str, Value]) -> str | None:
         return None if config_key(values) in self.entries else "not in the recording (invalid on the GPU)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import torch
@@ -47,14 +48,18 @@ def _random_lm(space: SearchSpace, seed: int) -> TensorLM:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=spaces(), seed=st.integers(0, 1000), k=st.integers(1, 12),
-       method=st.sampled_from(["exhaustive", "beam", "beam-domain-mask"]),
+       method=st.sampled_from(["exhaustive", "beam", "beam-domain-mask", "beam-listed"]),
        ranking=st.sampled_from(["blend", "expected", "likelihood"]))
 def test_proposals_are_valid_distinct_and_new(case, seed, k, method, ranking):
     space, valid, measured = case
+    if method == "beam-listed":  # a recording: it lists its valid configs, so the mask stays exact
+        in_order = [c for c in space if config_key(c) in valid]
+        space = dataclasses.replace(space, listed=lambda: in_order)
     lm = _random_lm(space, seed)
-    # max_exhaustive=0 makes the valid set "too large to enumerate": domain mask + validation.
+    # max_exhaustive=0 makes the valid set "too large to score one by one": beam search, with the
+    # domain as its mask and validation after, or with a listed space's exact prefix mask.
     advisor = TLMAdvisor(lm, method="beam" if method.startswith("beam") else method, ranking=ranking,
-                         max_exhaustive=0 if method == "beam-domain-mask" else 20_000)
+                         max_exhaustive=0 if method in ("beam-domain-mask", "beam-listed") else 20_000)
     proposals = advisor.propose(HW, "random", {}, space, k, measured=[(c, 1.0) for c in measured])
     keys = [config_key(p.config) for p in proposals]
     assert len(keys) == len(set(keys)) <= k
@@ -63,6 +68,8 @@ def test_proposals_are_valid_distinct_and_new(case, seed, k, method, ranking):
     assert all(space.is_valid(p.config) for p in proposals)
     assert [p.score for p in proposals] == sorted((p.score for p in proposals), reverse=True)
     if method == "exhaustive":  # exhaustive scoring finds every unmeasured valid config when k allows
+        assert len(proposals) == min(k, len(valid) - len(measured))
+    if method == "beam-listed" and len(valid) <= 64:  # 64 beams over an exact mask reach every valid config
         assert len(proposals) == min(k, len(valid) - len(measured))
 
 

@@ -86,6 +86,34 @@ def test_open_kernel_tuner_cache_is_read_as_closed(tmp_path):
         Landscape.load(tmp_path / "broken.json")
 
 
+def test_a_sparse_recording_lists_its_configs(tmp_path):
+    """hotspot's recordings hold 83k of 4.4M Cartesian points: the space iterates and samples the
+    recorded configs (in the Cartesian order) instead of rejection sampling, which found 2% of
+    them, and the cost-model search's pool holds every one."""
+    import dataclasses
+    import random
+
+    from tritune.search_space import config_key
+    from tritune.tuner import StrategyContext, get_strategy
+
+    params = {"a": tuple(range(60)), "b": tuple(range(60)), "c": tuple(range(60))}
+    recorded = [{"a": a, "b": b, "c": 7 - a - b} for a in range(8) for b in range(8 - a)]
+    random.Random(0).shuffle(recorded)  # file order is not the Cartesian order
+    path = write_landscape(tmp_path / "sparse.json.gz", kernel="k", kernel_name="k", spec=None,
+                           hardware=Hardware.from_spec("A6000"), params=params,
+                           results=[(c, 1.0 + c["a"], None, {}) for c in recorded])
+    ls = Landscape.load(path)
+    listed = [config_key(c) for c in ls.space]
+    walked = [config_key(c) for c in dataclasses.replace(ls.space, listed=None)]
+    assert listed == walked and len(listed) == len(recorded) == 36  # of 216,000 points
+    some = ls.space.sample(random.Random(0), 20)
+    assert len({config_key(c) for c in some}) == 20 and all(ls.space.is_valid(c) for c in some)
+    assert sorted(config_key(c) for c in ls.space.sample(random.Random(0), 1000)) == sorted(listed)
+    ctx = StrategyContext(hardware=ls.hardware, kernel="k", problem={}, train_records=())
+    strategy = get_strategy("cost-model")(ls.space, ctx, seed=0)
+    assert len(strategy.pool) == 36  # rejection sampling's 100k tries found about 17
+
+
 def test_directories_are_searched_recursively_and_other_json_is_skipped(tmp_path):
     """A GPU run folder holds landscapes under landscapes/ next to its benchmark JSON."""
     import json
