@@ -9,6 +9,7 @@ Pure Python: ``detect`` imports torch/triton only when called.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -213,6 +214,7 @@ DEVICE_SPECS: tuple[DeviceSpec, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1024)  # called per record and per sentence; a process sees few names
 def device_spec(name: str) -> DeviceSpec | None:
     """The spec whose name or alias occurs in ``name`` as whole words (case-insensitive), longest
     alias first: "NVIDIA A10" must not match "NVIDIA A100-SXM4-40GB", nor "H20" match "H200"."""
