@@ -54,8 +54,7 @@ class Hardware:
             return spec.vendor
         if self.backend in _BACKEND_VENDORS:
             return _BACKEND_VENDORS[self.backend]
-        lowered = self.name.lower()
-        return next((v for v, pattern in _NAME_VENDORS if re.search(pattern, lowered)), None)
+        return _vendor_in_name(self.name)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +100,12 @@ _BACKEND_VENDORS = {"cuda": "nvidia", "hip": "amd", "xpu": "intel"}
 _NAME_VENDORS = (("nvidia", r"nvidia|geforce|tesla|quadro|titan|\brtx\b"),
                  ("amd", r"\bamd\b|radeon|instinct|\bmi\d{2,3}"),
                  ("intel", r"intel|\barc\b"))
+
+
+@functools.lru_cache(maxsize=1024)  # asked per record and per sentence, like device_spec
+def _vendor_in_name(name: str) -> str | None:
+    lowered = name.lower()
+    return next((v for v, pattern in _NAME_VENDORS if re.search(pattern, lowered)), None)
 
 
 @dataclass(frozen=True)

@@ -163,11 +163,11 @@ def _parse(text: str) -> Any:
         if '"cache"' not in text:
             raise
         body = text.rstrip()
-        for _ in range(2):  # as written, then without a torn last line
+        for attempt in (body, body.rsplit("\n", 1)[0]):  # as written, then without a torn last line
             try:
-                return json.loads(body.rstrip().rstrip(",") + "}}")
+                return json.loads(attempt.rstrip().rstrip(",") + "}}")
             except json.JSONDecodeError:
-                body = body.rsplit("\n", 1)[0] if "\n" in body else ""
+                continue
         raise first from None
 
 

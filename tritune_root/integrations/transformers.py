@@ -72,7 +72,6 @@ CONTINUOUS_BATCHING = (
 _REGISTERED = False
 
 
-
 def register_transformers(name: str = NAME) -> str:
     """Register the ``tritune`` attention and mask functions with transformers (idempotent).
 
