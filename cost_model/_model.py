@@ -94,7 +94,9 @@ class TargetState:
     times: list[float | None] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
     fitted: TargetGP | None = None  # the target member, once enough measurements arrived
-    fitted_at: int = -1
+    # (measurements, pool) the target member was fitted for: the pool sets its feature scaling,
+    # so ranking another list of configs (an explain() between two asks) must not reuse it.
+    fitted_on: tuple[int, Any] = (-1, None)
     featurizer: Featurizer | None = None  # only for kernels the model has no training data on
     priors: list[Prior] = field(default_factory=list)  # outside opinions (set_prior)
 
@@ -365,7 +367,7 @@ class GBTCostModel(CostModel):
             raise ValueError(f"set_prior share={share} must be positive (leave the prior out instead)")
         state = self._targets.setdefault(_target_key(hardware, kernel, problem), TargetState())
         state.priors = [p for p in state.priors if p.name != name] + [Prior(name, scorer, float(share))]
-        state.fitted, state.fitted_at = None, -1  # the target member's prior input changes with it
+        state.fitted, state.fitted_on = None, (-1, None)  # the target member's prior input changes with it
 
     def forget(self, hardware: Hardware, kernel: str, problem: Mapping[str, Any]) -> None:
         """Drop the target measurements of one problem."""
@@ -401,9 +403,9 @@ class GBTCostModel(CostModel):
                 return x if member_raw is None or mix is None else np.column_stack([x, mix @ member_raw])
 
             x_pool = inputs(configs, raw)
-            if state.fitted is None or state.fitted_at != n:
+            if state.fitted is None or state.fitted_on[0] != n or state.fitted_on[1] is not configs:
                 gp = TargetGP.fit(inputs(state.configs, obs_raw), _target_log_times(times), times, x_pool)
-                state.fitted, state.fitted_at = gp, n
+                state.fitted, state.fitted_on = gp, (n, configs)
             gp = state.fitted
             est, t_error = gp, gp.loo_error
             t_prior = float(log_w.max()) if len(log_w) else 0.0

@@ -63,6 +63,22 @@ def test_update_with_target_measurements_improves_the_ranking(conv_landscapes):
     assert "target" not in model.explain(*args, [e.values for e in rest])[1]
 
 
+def test_a_ranking_does_not_depend_on_what_was_ranked_before(conv_landscapes):
+    # The target member's feature scaling comes from the list it ranks: ranking another list
+    # between two rankings of a pool (an explain() for a summary) must not change the pool's order.
+    a100, others = conv_landscapes[0], conv_landscapes[1:]
+    model = GBTCostModel(**SMALL).fit([r for ls in others for r in ls.records()])
+    entries = list(a100)
+    args = (a100.hardware, a100.kernel, problem_of(a100), a100.space)
+    pool = [e.values for e in entries[200:1200]]
+    model.update(*args, [e.values for e in entries[:12]], [e.time_ms for e in entries[:12]])
+    alone = model.fresh()
+    alone.update(*args, [e.values for e in entries[:12]], [e.time_ms for e in entries[:12]])
+    expected = alone.predict(*args, pool)
+    model.predict(*args, [e.values for e in entries[1200:1300]])
+    np.testing.assert_array_equal(model.predict(*args, pool), expected)
+
+
 def test_a_repeated_measurement_is_ignored():
     hw = Hardware.from_spec("A100")
     model = GBTCostModel()
