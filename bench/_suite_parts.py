@@ -271,7 +271,7 @@ def landscapes(ctx: Any) -> dict[str, Any]:
     try:
         while not out_of_time:
             progressed = False
-            for group, order in zip(groups, orders):
+            for group, order in zip(groups, orders, strict=True):
                 pending = [c for c in order if any(shape.needs(c) for shape in group)][:ROUND]
                 for shape in group:
                     batch = shape.todo(pending)

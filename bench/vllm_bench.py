@@ -83,7 +83,6 @@ def step_inputs(x: dict[str, Any], seed: int) -> dict[str, Any]:
 def tritune_step(x: dict[str, Any], new: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(step, attention only, output) of the TRITUNE backend's two launches."""
     import torch
-
     import tritune
     from tritune.integrations.vllm._kv_write import write_kv_cache
 
@@ -105,7 +104,6 @@ def vllm_step(x: dict[str, Any], new: dict[str, Any], unified: Any, cache_write:
     """(step or None without ``cache_write``, attention only, output) of vLLM's TRITON_ATTN:
     reshape-and-cache, then unified_attention."""
     import torch
-
     from tritune.bench._varlen_backends import vllm_backend
 
     attention, output = vllm_backend(x, unified)
@@ -120,7 +118,6 @@ def vllm_step(x: dict[str, Any], new: dict[str, Any], unified: Any, cache_write:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-
     from tritune.bench._varlen_backends import check, make_serving_batch
     from tritune.bench.varlen_bench import DRY_BATCHES, DRY_SHAPE, FULL_BATCHES, FULL_SHAPE
 

@@ -266,7 +266,7 @@ class _SideCompiler:
 
     def _request(self, message: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
-            for attempt in (0, 1):  # a dead side process is restarted once
+            for _attempt in (0, 1):  # a dead side process is restarted once
                 if self.proc is None or self.proc.poll() is not None:
                     self.proc = self._start()
                 assert self.proc.stdin is not None and self.proc.stdout is not None

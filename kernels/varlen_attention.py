@@ -650,7 +650,7 @@ def key_lengths(spec: VarlenAttentionSpec, q_lens: list[int], gen: torch.Generat
     if not mixed:
         return [max(spec.max_seqlen_k, q) if spec.causal else spec.max_seqlen_k for q in q_lens]
     out = []
-    for i, q in enumerate(q_lens):
+    for q in q_lens:
         low = min(q, spec.max_seqlen_k)
         out.append(int(torch.randint(low, spec.max_seqlen_k + 1, (1,), generator=gen)) if low < spec.max_seqlen_k
                    else spec.max_seqlen_k)

@@ -62,8 +62,8 @@ def attend_one(q, k, v, *, causal=False, window=(-1, -1), softcap=0.0, scale=Non
 
 def attend(seqs_q, seqs_k, seqs_v, **kw):
     """Per-sequence lists -> packed out [total_q, H, D] and lse [H, total_q], for both precisions."""
-    ref = [attend_one(q, k, v, **kw) for q, k, v in zip(seqs_q, seqs_k, seqs_v)]
-    base = [attend_one(q, k, v, dtype=q.dtype, **kw) for q, k, v in zip(seqs_q, seqs_k, seqs_v)]
+    ref = [attend_one(q, k, v, **kw) for q, k, v in zip(seqs_q, seqs_k, seqs_v, strict=True)]
+    base = [attend_one(q, k, v, dtype=q.dtype, **kw) for q, k, v in zip(seqs_q, seqs_k, seqs_v, strict=True)]
     return (torch.cat([o for o, _ in ref]), torch.cat([lse for _, lse in ref], dim=1),
             torch.cat([o for o, _ in base]))
 
@@ -202,7 +202,7 @@ def page_pool(seqs_k, seqs_v, page_size, g, spare=5):
     order = torch.randperm(total, generator=g)
     table = torch.zeros(len(seqs_k), max(need), dtype=torch.int32)
     used = 0
-    for b, (k, v) in enumerate(zip(seqs_k, seqs_v)):
+    for b, (k, v) in enumerate(zip(seqs_k, seqs_v, strict=True)):
         pages = order[used:used + need[b]]
         used += need[b]
         table[b, :need[b]] = pages.to(torch.int32)
@@ -296,8 +296,8 @@ def test_kvcache_paged_append():
     old_v = [randn(n, 2, HEAD_DIM, dtype=torch.float16, gen=g) for n in ends]
     # the pages also hold the slots the new tokens go to, filled with garbage the append overwrites
     junk = [randn(seqlen_new, 2, HEAD_DIM, dtype=torch.float16, gen=g) * 100 for _ in ends]
-    k_cache, v_cache, table = page_pool([torch.cat([o, j]) for o, j in zip(old_k, junk)],
-                                        [torch.cat([o, j]) for o, j in zip(old_v, junk)], page_size, g)
+    k_cache, v_cache, table = page_pool([torch.cat([o, j]) for o, j in zip(old_k, junk, strict=True)],
+                                        [torch.cat([o, j]) for o, j in zip(old_v, junk, strict=True)], page_size, g)
     q = randn(batch, seqlen_new, 4, HEAD_DIM, dtype=torch.float16, gen=g)
     k = randn(batch, seqlen_new, 2, HEAD_DIM, dtype=torch.float16, gen=g)
     v = randn(batch, seqlen_new, 2, HEAD_DIM, dtype=torch.float16, gen=g)

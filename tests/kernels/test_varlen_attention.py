@@ -101,14 +101,13 @@ def pick_configs(spec: VarlenAttentionSpec, rng: random.Random, n: int, cycle: i
 
 
 def _grid() -> list:
-    rng = random.Random(13)
     cases = []
     kinds = itertools.cycle(("mixed", "decode", "spec", "prefill", "mixed"))
     blocks = itertools.cycle((16, 32, 64, 128, 0, 16, 32, 64))
     dims = itertools.cycle(HEAD_DIMS)
     feats = itertools.cycle(FEATURES)
-    for i, (layout, dtype) in enumerate(itertools.product(HEADS, DTYPES)):
-        for j in range(17):
+    for layout, dtype in itertools.product(HEADS, DTYPES):
+        for _ in range(17):
             n = len(cases)
             kind, block_size, head_dim, feat = next(kinds), next(blocks), next(dims), next(feats)
             long = n % 9 == 4

@@ -72,8 +72,8 @@ def test_a_failing_warm_restores_the_kernels(monkeypatch):
 
 
 def test_the_compile_stage_warms_only_where_it_sees_a_gpu(monkeypatch):
-    from tritune.tuner import _tasks
     from tritune.kernels import family_ref
+    from tritune.tuner import _tasks
 
     spec = FlashAttentionSpec(1, 2, 1, 64, 64, 64, "fp16", False)
     hw = Hardware.from_spec("H100")

@@ -107,7 +107,7 @@ def test_attention_spaces_teach_the_serving_grammar():
     specs = [spec_type("varlen_attention").parse(shape) for shape in _ATTENTION_SHAPES["varlen_attention"]]
     assert {s.max_seqlen_q for s in specs} >= {1, 4, 512} and any(s.kv_dtype == "fp8" and s.softcap for s in specs)
     spaces = [space_for(s, hw) for s in specs]
-    vocab = Vocabulary.build([sentence(hw, s.kernel, s.to_dict(), sp.default(), sp.names) for s, sp in zip(specs, spaces)],
+    vocab = Vocabulary.build([sentence(hw, s.kernel, s.to_dict(), sp.default(), sp.names) for s, sp in zip(specs, spaces, strict=True)],
                              spaces)
     for word in ("kernel=varlen_attention", "c.pack_gqa=1", "c.pack_gqa=0", "c.num_splits=32", "c.split_diag=0",
                  "p.window_left=-1", "p.window_left~2^6", "p.sinks=1"):

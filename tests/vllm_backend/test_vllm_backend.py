@@ -16,7 +16,6 @@ pytest.importorskip("vllm", reason="vllm is not installed here: scripts/vllm_ven
 
 import torch  # noqa: E402
 from _vllm_batches import DECODE, MIXED, make_step, write_reference  # noqa: E402
-
 from tritune.integrations.vllm import BACKEND_PATH, NAME, register  # noqa: E402
 from tritune.kernels.varlen_attention import reference_attention  # noqa: E402
 
@@ -44,10 +43,9 @@ def _layer():
 def test_entry_point_registers_backend_and_registry_resolves_it():
     from importlib.metadata import entry_points
 
+    from tritune.integrations.vllm import TrituneAttentionBackend
     from vllm.plugins import load_general_plugins
     from vllm.v1.attention.backends.registry import AttentionBackendEnum
-
-    from tritune.integrations.vllm import TrituneAttentionBackend
 
     points = [e for e in entry_points(group="vllm.general_plugins") if e.name == "tritune"]
     assert [e.value for e in points] == ["tritune.integrations.vllm:register"]
@@ -60,9 +58,8 @@ def test_entry_point_registers_backend_and_registry_resolves_it():
 
 
 def _reasons(**changes):
-    from vllm.platforms.interface import DeviceCapability
-
     from tritune.integrations.vllm import TrituneAttentionBackend
+    from vllm.platforms.interface import DeviceCapability
 
     args = dict(head_size=128, dtype=torch.bfloat16, kv_cache_dtype="auto", block_size=16, use_mla=False,
                 has_sink=True, use_sparse=False, use_mm_prefix=False, use_per_head_quant_scales=False,

@@ -14,9 +14,8 @@ import pytest
 pytest.importorskip("vllm", reason="vllm is not installed here: scripts/vllm_venv.sh makes the side virtualenv")
 
 import torch  # noqa: E402
-from _vllm_batches import DECODE, MIXED, make_step  # noqa: E402
-
 import tritune  # noqa: E402
+from _vllm_batches import DECODE, MIXED, make_step  # noqa: E402
 from tritune.kernels.varlen_attention import reference_attention  # noqa: E402
 
 HEAD_DIM = 64
