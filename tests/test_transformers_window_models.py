@@ -132,6 +132,74 @@ def test_generate_decode_steps_match_eager(models, launches):
     assert verdict.ok, verdict.message
 
 
+def packed_batch():
+    """Two rows of packed sequences (position ids restart at each one's first token): 6 + 5 + 3
+    tokens and 9 + 5, longer than the window, as DataCollatorWithFlattening packs them."""
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, VOCAB, (2, 14), generator=g)
+    positions = torch.stack([torch.cat([torch.arange(n) for n in lengths]) for lengths in ((6, 5, 3), (9, 5))])
+    return ids, positions
+
+
+# gpt-oss builds its masks without the position ids, so transformers never sees its packing (eager
+# neither): its rows attend across the sequences in every implementation.
+PACKING = {"mistral": True, "gemma2": True, "gptoss": False, "qwen2": True, "gemma3": True}
+
+
+def test_packed_sequences_match_eager(models, launches, monkeypatch):
+    ids, positions = packed_batch()
+    kw = dict(input_ids=ids, position_ids=positions, use_cache=False)
+    packed_calls = []
+    real = integration._packed_forward
+    monkeypatch.setattr(integration, "_packed_forward", lambda *a, **k: packed_calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        ref = models["fp32"](**kw).logits
+        base = models["eager"](**kw).logits
+        out = models["tritune"](**kw).logits
+        alone = models["fp32"](input_ids=ids[:1, 6:11]).logits  # the second sequence of row 0 by itself
+    packs = PACKING[models["kind"]]
+    # Every layer of a packing model: one varlen launch over all five sequences.
+    assert launches == {"varlen": 2 if packs else VARLEN_LAYERS[models["kind"]], "fallback": 0}
+    assert len(packed_calls) == (2 if packs else 0)
+    isolated = torch.allclose(ref[:1, 6:11], alone, rtol=1e-4, atol=1e-4)
+    assert isolated == packs  # what the reference does with the packing
+    verdict = compare(out, ref, base)
+    assert verdict.ok, verdict.message
+
+
+def test_packed_rows_stand_for_transformers_packed_mask():
+    from transformers.masking_utils import (
+        and_masks,
+        causal_mask_function,
+        packed_sequence_mask_function,
+        remap_positions_for_packed_sequence,
+        sliding_window_overlay,
+    )
+
+    _, positions = packed_batch()
+    ids = (torch.diff(positions, prepend=positions[:, :1] - 1) != 1).cumsum(-1)
+    for inner, left in ((causal_mask_function, None), (and_masks(sliding_window_overlay(WINDOW), causal_mask_function),
+                                                       WINDOW - 1)):
+        fn = and_masks(remap_positions_for_packed_sequence(inner, positions), packed_sequence_mask_function(ids))
+        rows = integration.tritune_mask(2, 14, 14, mask_function=fn, local_size=None if left is None else WINDOW)
+        assert rows.dtype == torch.int32 and rows.shape == (2, 1, 14, 1 if left is None else 2)
+        packed = integration.packed_ids(rows)
+        assert torch.equal(packed[..., 0], ids.to(torch.int32))
+        n = torch.arange(14)
+        expected = torch.stack([fn(torch.tensor(b), torch.tensor(0), n[:, None], n[None, :]) for b in range(2)])
+        assert torch.equal(integration.expand_packed(packed[..., 0], left)[:, 0], expected)
+
+
+def test_packed_fp32_runs_in_pytorch_with_the_packed_mask(launches):
+    ref = build("mistral", "eager", torch.float32)
+    model = build("mistral", tritune.register_transformers(), torch.float32, ref.state_dict())
+    ids, positions = packed_batch()
+    kw = dict(input_ids=ids, position_ids=positions, use_cache=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**kw).logits, ref(**kw).logits, rtol=1e-4, atol=1e-4)
+    assert launches == {"varlen": 0, "fallback": 2}  # the varlen kernel takes fp16/bf16 only
+
+
 @pytest.mark.parametrize("kind", ["mistral", "gemma2"])  # one mask for all layers; a dict of two
 def test_generate_with_a_static_cache(kind, launches):
     """A static cache makes generate() build the masks ahead and hand them back to the model as

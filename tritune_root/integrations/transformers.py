@@ -16,8 +16,11 @@ name:
   the step is in one chunk (decode, and any prompt shorter than the chunk), else seven columns
   ``(lo, hi, shift, -1, 0, chunk, phase)`` served one launch per sequence and chunk. That
   covers left padding, right padding, the empty slots of a static cache and sliding-window
-  caches. Patterns with no such form (holes in the padding mask, packed sequences, custom or
-  image-token masks) get sdpa's boolean 4-D mask, and the log says so once. Models that read
+  caches. Packed rows (several sequences in one row, the position ids restarting at each: no
+  padding mask, no cache, as ``DataCollatorWithFlattening`` packs them) get each token's
+  sequence id, int32 ``[B, 1, S, 1]`` (a second column: the sliding window's left edge), and
+  run as one varlen launch over all the sequences. Patterns with no such form (holes in the
+  padding mask, custom masks) get sdpa's boolean 4-D mask, and the log says so once. Models that read
   the mask themselves (their modeling module never dispatches through the AttentionInterface,
   e.g. RoFormer, BigBird, MPNet; or they edit it: ``MASK_EDITING_MODELS``) get eager's
   additive mask, since rows or no mask would be added to their scores. Under
@@ -127,7 +130,16 @@ def tritune_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any =
     traced_offset = isinstance(q_offset, torch.Tensor) and is_tracing(q_offset)
     traced = traced_offset or (padding is not None and is_tracing(padding))
     if kind is None:
-        reason = "a mask pattern with no window form (packed-sequence, custom or image-token masks)"
+        reason = "a mask pattern with no window form (custom masks, packed chunked layers)"
+    elif kind in ("packed", "packed_sliding"):
+        ids = _packed_parts(mask_function)[1]
+        # Under torch.compile transformers hands packed ids for every batch without a padding mask
+        # (it cannot test for packing while tracing); their boundaries would be read on the host.
+        if (not traced and not is_tracing(ids) and padding is None and q_length == kv_length == ids.shape[1]
+                and ids.shape[0] == batch_size):
+            rows = ids.to(device=kwargs.get("device"), dtype=torch.int32).view(batch_size, 1, q_length, 1)
+            return rows if left is None else torch.cat([rows, torch.full_like(rows, left)], dim=3)
+        reason = "packed sequences under torch.compile (their boundaries are read on the host)"
     elif traced_offset or (traced and kind == "chunked"):
         reason = "a traced mask (torch.compile / torch.export) with a traced query offset or chunks"
     elif kind in ("blockwise", "blockwise_sliding"):
@@ -178,6 +190,10 @@ def mask_pattern(mask_function: Any, local_size: int | None) -> tuple[str | None
     """
     from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
 
+    packed = _packed_parts(mask_function)
+    if packed is not None:
+        kind, left = mask_pattern(packed[0], local_size)
+        return {"causal": ("packed", None), "sliding": ("packed_sliding", left)}.get(kind, (None, None))
     if _block_ids(mask_function) is not None:
         return "blockwise", None
     first, second = _and_parts(mask_function) or (None, None)
@@ -322,6 +338,22 @@ def _combined_parts(mask_function: Any, combinator: str, inner: str) -> tuple[An
     return parts if isinstance(parts, tuple) and len(parts) == 2 else None
 
 
+def _packed_parts(mask_function: Any) -> tuple[Any, torch.Tensor] | None:
+    """(the per-sequence mask function, the ``[B, S]`` sequence ids) of a packed batch's mask:
+    ``and_masks(remap_positions_for_packed_sequence(fn, position_ids),
+    packed_sequence_mask_function(ids))``, which transformers builds when the position ids restart
+    inside a row (several sequences packed in one row, no padding mask, no cache); else None."""
+    parts = _and_parts(mask_function)
+    if parts is None:
+        return None
+    remap, same_sequence = parts
+    if (getattr(remap, "__qualname__", "") != "remap_positions_for_packed_sequence.<locals>.inner_mask"
+            or getattr(same_sequence, "__qualname__", "") != "packed_sequence_mask_function.<locals>.inner_mask"):
+        return None
+    inner, ids = _closure_value(remap, "mask_function"), _closure_value(same_sequence, "packed_sequence_mask")
+    return (inner, ids) if callable(inner) and isinstance(ids, torch.Tensor) and ids.dim() == 2 else None
+
+
 def _overlay_int(fn: Any, overlay: str, name: str) -> int | None:
     """The int ``name`` that ``fn``, an ``<overlay>(...)`` mask, closes over; None otherwise."""
     if getattr(fn, "__qualname__", "") != f"{overlay}.<locals>.inner_mask":
@@ -403,6 +435,24 @@ def window_rows(mask: Any) -> torch.Tensor | None:
     return None
 
 
+def packed_ids(mask: Any) -> torch.Tensor | None:
+    """The ``[B, S, 1|2]`` rows of a packed batch's mask (int32 ``[B, 1, S, 1|2]``, S > 1): each
+    token's sequence id, and the sliding window's left edge where the layer has one; else None."""
+    if (isinstance(mask, torch.Tensor) and mask.dtype == torch.int32 and mask.dim() == 4
+            and mask.shape[1] == 1 and mask.shape[2] > 1 and mask.shape[3] in (1, 2)):
+        return mask[:, 0]
+    return None
+
+
+def expand_packed(ids: torch.Tensor, left: int | None = None) -> torch.Tensor:
+    """The boolean ``[B, 1, S, S]`` mask of packed sequences: causal within each sequence."""
+    i = torch.arange(ids.shape[1], device=ids.device)
+    visible = (ids[:, :, None] == ids[:, None, :]) & (i[None, None, :] <= i[None, :, None])
+    if left is not None:
+        visible &= i[None, None, :] >= i[None, :, None] - left
+    return visible[:, None]
+
+
 def expand_window(window: torch.Tensor, q_length: int, kv_length: int, left: int | None = None) -> torch.Tensor:
     """The boolean ``[B, 1, q, kv]`` mask of window rows (on their device, no host sync)."""
     i = torch.arange(q_length, device=window.device)[None, :, None]
@@ -434,6 +484,9 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     if blocks is not None:
         return _blocks_forward(module, query, key, value, blocks, dropout, scaling, is_causal, softcap, sinks,
                                kwargs), None
+    packed = packed_ids(attention_mask)
+    if packed is not None:
+        return _packed_forward(module, query, key, value, packed, dropout, scaling, softcap, sinks, kwargs), None
     window = window_rows(attention_mask)
     if window is None and isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.int32:
         raise ValueError(
@@ -496,6 +549,47 @@ def _fallback_reason(module: torch.nn.Module, inputs: tuple[torch.Tensor | None,
     if varlen and query.dtype not in (torch.float16, torch.bfloat16):
         return f"{query.dtype} inputs on a sliding-window/softcap/sink layer (the varlen kernel takes fp16/bf16)"
     return None
+
+
+def _packed_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    rows: torch.Tensor, dropout: float, scaling: float | None, softcap: float,
+                    sinks: torch.Tensor | None, kwargs: dict[str, Any]) -> torch.Tensor:
+    """Packed sequences (rows holding several sequences; ``rows`` from ``packed_ids``): one varlen
+    launch over all of them, each causal over its own keys, as flash-attn's ``cu_seqlens`` serve
+    packing. The host reads the sequence boundaries once per layer call."""
+    ids = rows[..., 0]
+    left = int(rows[0, 0, 1]) if rows.shape[-1] == 2 else None
+    batch, heads_q, length, _ = query.shape
+    if key.shape[2] != length:
+        raise ValueError(f"attn_implementation={NAME!r}: a packed batch's mask covers {length} keys per row, "
+                         f"but the layer attends over {key.shape[2]}; packing (position ids restarting inside a "
+                         "row) works without a cache: pass use_cache=False, or pad the sequences instead")
+    reason = _fallback_reason(module, (query, key, value, sinks), None, None, dropout, left, True, kwargs)
+    if reason is not None:
+        _fallback_once(reason)
+        return _torch_attention(module, query, key, value, expand_packed(ids, left), dropout, scaling, True, left,
+                                softcap, sinks, kwargs)[0]
+    # A sequence starts where the id changes or a row starts (a sequence never spans two rows).
+    starts = torch.ones_like(ids, dtype=torch.bool)
+    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    first = torch.cat([starts.flatten().nonzero().flatten(),
+                       torch.tensor([batch * length], device=ids.device)]).to(torch.int32)
+    longest = int((first[1:] - first[:-1]).max())  # one host read per layer call
+    value_dim = value.shape[-1]
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5  # of q's own head dim, before any padding
+    query, key, value = pad_head_dims(query, key, value)  # latent attention: v narrower than q/k
+    head_dim = query.shape[-1]
+    q = query.transpose(1, 2).reshape(batch * length, heads_q, head_dim)
+    k = key.transpose(1, 2).reshape(batch * length, key.shape[1], head_dim)  # a view when batch == 1
+    v = value.transpose(1, 2).reshape(batch * length, value.shape[1], head_dim)
+    if k.stride(-1) != 1:
+        k, v = k.contiguous(), v.contiguous()
+    out = varlen_attention(q, k, v, first, longest, longest, cu_seqlens_k=first, causal=True,
+                           window_size=(-1 if left is None else left, 0), softcap=float(softcap),
+                           sinks=None if sinks is None else sinks.float(), scale=scaling)
+    out = out.view(batch, length, heads_q, head_dim)
+    return out if head_dim == value_dim else out[..., :value_dim].contiguous()
 
 
 def _blocks_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -625,5 +719,5 @@ def _selected_keys(mask: Any, indices: torch.Tensor, q_length: int, kv_length: i
     return mask.masked_fill(unselected, torch.finfo(mask.dtype).min)
 
 
-__all__ = ["CONTINUOUS_BATCHING", "MASK_EDITING_MODELS", "NAME", "expand_window", "mask_pattern", "register_transformers",
-           "tritune_attention_forward", "tritune_mask", "window_rows"]
+__all__ = ["CONTINUOUS_BATCHING", "MASK_EDITING_MODELS", "NAME", "expand_packed", "expand_window", "mask_pattern",
+           "packed_ids", "register_transformers", "tritune_attention_forward", "tritune_mask", "window_rows"]
