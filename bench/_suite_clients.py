@@ -144,6 +144,21 @@ def case(kind: str):
             decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, max_position_embeddings=64,
             attention_type="original_full"), \
             dict(input_ids=ids, attention_mask=mask, decoder_input_ids=_ids(5, (2, 7))), None
+    if kind in ("falcon", "falcon_alibi"):
+        # Falcon picks its layer class from a table (_class_tables): grouped-query layers run the
+        # kernel through its flash-attention class; ALiBi layers compute their scores themselves
+        ids, mask = _left_padded()
+        layout = dict(new_decoder_architecture=True, num_kv_heads=2) if kind == "falcon" else \
+            dict(new_decoder_architecture=False, multi_query=True, alibi=True)
+        return t.FalconForCausalLM, t.FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
+                                                   num_attention_heads=4, **layout), \
+            dict(input_ids=ids, attention_mask=mask), mask
+    if kind == "gpt_neo":  # a table too, whose flash class ignores the local layers' window: eager
+        ids, mask = _left_padded()
+        return t.GPTNeoForCausalLM, t.GPTNeoConfig(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4,
+                                                   attention_types=[[["global", "local"], 1]], window_size=4,
+                                                   bos_token_id=1, eos_token_id=2), \
+            dict(input_ids=ids, attention_mask=mask), mask
     if kind == "t5":
         ids, mask = _right_padded()
         return t.T5ForConditionalGeneration, t.T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=96,
@@ -168,6 +183,9 @@ EXPECTED = {
     "gemma3_vision": (2, 6, 0),      # vision tower; per layer: text, image block, text
     "deepseek_v4": (0, 0, 2),        # edits its mask (MASK_EDITING_MODELS): eager's mask, PyTorch
     "bigbird_pegasus": (4, 0, 0),    # decoder self + cross on the kernel; the encoder scores itself
+    "falcon": (2, 0, 0),             # through its flash-attention layer class (_class_tables)
+    "falcon_alibi": (0, 0, 0),       # its own layers (ALiBi): eager's mask, no launch
+    "gpt_neo": (0, 0, 0),            # its own layers (local windows): eager's mask, no launch
 }
 
 

@@ -48,15 +48,21 @@ TASKS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "seq2seq": "MODEL_FOR
          "image": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"}
 
 
+def _settable(config, key: str) -> bool:
+    """Not a read-only property (Falcon's head_dim, Jamba's layer_types are derived from others)."""
+    attr = getattr(type(config), key, None)
+    return not (isinstance(attr, property) and attr.fset is None)
+
+
 def _shrink(config) -> None:
     for key, value in {**TINY, **ALIASES}.items():
-        if hasattr(config, key) or key == "head_dim":
+        if (hasattr(config, key) or key == "head_dim") and _settable(config, key):
             setattr(config, key, value)
     for key in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
         value = getattr(config, key, None)
         if value is not None and (not isinstance(value, int) or value >= TINY["vocab_size"]):
             setattr(config, key, 1)
-    if getattr(config, "layer_types", None) is not None:
+    if getattr(config, "layer_types", None) is not None and _settable(config, "layer_types"):
         config.layer_types = list(config.layer_types)[:2]
     if hasattr(config, "qk_rope_head_dim"):  # latent attention: rope part, rest, values, ranks
         for key, value in dict(qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, kv_lora_rank=32,

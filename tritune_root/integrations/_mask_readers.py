@@ -39,6 +39,7 @@ import sys
 from typing import Any
 
 import torch
+from tritune.integrations._class_tables import ADAPTED_MODULES
 
 INTERFACE = "ALL_ATTENTION_FUNCTIONS"
 _SCORING = frozenset({"matmul", "softmax", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention"})
@@ -62,6 +63,8 @@ def mask_reader_reason(config: Any) -> str | None:
     model_type = getattr(config, "model_type", "") or cls.__name__
     if model_type in MASK_EDITING_MODELS:
         return f"model_type {model_type!r}, which edits its attention mask tensor"
+    if getattr(config, "alibi", False) is True:
+        return f"model_type {model_type!r} with alibi=True (its layers add the ALiBi bias to the mask)"
     verdict = _verdict(cls)[0]
     if verdict == "own":
         return (f"model_type {model_type!r}, whose attention does not go through transformers' AttentionInterface "
@@ -95,6 +98,8 @@ def _module_verdict(config_class: type) -> tuple[str, bool]:
     classes = [c for c in vars(module).values()
                if inspect.isclass(c) and issubclass(c, torch.nn.Module) and c.__module__ == module.__name__]
     skips = any(getattr(c, "_supports_sdpa", False) or getattr(c, "_supports_flash_attn", False) for c in classes)
+    if module.__name__ in ADAPTED_MODULES:
+        return "interface", skips  # its attention-class table routes to the kernels (_class_tables)
     if INTERFACE not in vars(module):
         return "own", skips
     own = [c for c in classes if reads_mask(c) and not _built_from_another_config(c, config_class)]

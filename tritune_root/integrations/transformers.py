@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from tritune._flash_op import flash_attention, pad_head_dims
 from tritune._varlen_op import varlen_attention
+from tritune.integrations._class_tables import register_class_tables
 from tritune.integrations._mask_readers import MASK_EDITING_MODELS, mask_reader_reason, skips_mask
 
 NAME = "tritune"
@@ -89,6 +90,7 @@ def register_transformers(name: str = NAME) -> str:
 
     AttentionInterface.register(name, tritune_attention_forward)
     AttentionMaskInterface.register(name, tritune_mask)
+    register_class_tables(name, tritune_attention_forward)  # Falcon, GPT-Neo, ...: see _class_tables
     _REGISTERED = True
     return name
 
