@@ -179,7 +179,7 @@ EXPECTED = {
     "whisper": (6, 0, 0),
     "deepseek_v3": (2, 0, 0),        # v zero-padded to q/k's head dim for the launch
     "gpt_bigcode": (2, 0, 0),
-    "t5": (0, 0, 6),                 # T5's relative position bias is an additive score bias
+    "t5": (6, 0, 0),                 # relative position bias: the kernel adds it to the scores
     "gemma3_vision": (2, 6, 0),      # vision tower; per layer: text, image block, text
     "deepseek_v4": (0, 0, 2),        # edits its mask (MASK_EDITING_MODELS): eager's mask, PyTorch
     "bigbird_pegasus": (4, 0, 0),    # decoder self + cross on the kernel; the encoder scores itself

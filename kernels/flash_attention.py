@@ -85,19 +85,20 @@ def _load_tile(base, desc, desc_b, desc_h, row0, n_rows, stride_r, stride_d,
 
 @triton.jit
 def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
-                stride_kn, stride_kd, stride_vn, stride_vd,
+                stride_kn, stride_kd, stride_vn, stride_vd, bias_base, stride_zm, stride_zn, seq_q,
                 offs_m, lo, hi, kv_lo, kv_hi, causal_shift, qk_scale,
                 BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                 MASKED: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
                 DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, WARP_SPEC: tl.constexpr,
-                EXP2_POLY: tl.constexpr, BLOCK_M: tl.constexpr):
+                EXP2_POLY: tl.constexpr, BLOCK_M: tl.constexpr, HAS_BIAS: tl.constexpr):
     """Online-softmax update of (acc, l_i, m_i) over key tiles [lo, hi).
 
     Visible keys are [kv_lo, kv_hi) (kv_lo is 0 unless ``WINDOW``), and with ``CAUSAL`` only
     keys j <= row + causal_shift. ``MASKED`` tiles may hold invisible keys; unmasked tiles are
     fully visible to every row of the block, so they skip all masking code. ``WARP_SPEC`` hands
     the loop to Triton's automatic warp specialization (producer warps issue the TMA loads,
-    consumer warpgroups run the MMAs and the softmax; Hopper, Triton >= 3.5).
+    consumer warpgroups run the MMAs and the softmax; Hopper, Triton >= 3.5). ``HAS_BIAS``
+    adds an additive score bias (T5's relative position bias) read at ``bias_base``.
     """
     for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPEC):
         start_n = tl.multiple_of(start_n, BLOCK_N)
@@ -107,6 +108,16 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
             qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=DOT_PRECISION)
         else:
             qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        if HAS_BIAS:
+            # scale * qk + bias in base 2; the bias is added before the masking below, so a
+            # masked key stays invisible whatever the bias says.
+            offs_bn = start_n + tl.arange(0, BLOCK_N)
+            bias = tl.load(bias_base + offs_m[:, None] * stride_zm + offs_bn[None, :] * stride_zn,
+                           mask=(offs_m[:, None] < seq_q) & (offs_bn[None, :] < kv_hi), other=0.0)
+            qk = qk * qk_scale + bias.to(tl.float32) * 1.4426950408889634  # log2(e)
+            score_scale = 1.0
+        else:
+            score_scale = qk_scale
         if MASKED:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             keep = offs_n[None, :] < kv_hi
@@ -117,14 +128,14 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
             qk = tl.where(keep, qk, float("-inf"))
         # The scale (> 0) is applied to the row max and fused into the exponent's argument
         # (one FMA per score), as in the Triton tutorial.
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        if MASKED:
-            # A row that has seen no visible key yet keeps m = -inf; shift by 0 so that
-            # exp2(-inf - -inf) never produces NaN.
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * score_scale)
+        if MASKED or HAS_BIAS:
+            # A row that has seen no visible key yet (or whose bias is -inf) keeps m = -inf;
+            # shift by 0 so that exp2(-inf - -inf) never produces NaN.
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
             m_use = m_new
-        p = _exp2_tile(qk * qk_scale - m_use[:, None], BLOCK_M, BLOCK_N, EXP2_POLY)
+        p = _exp2_tile(qk * score_scale - m_use[:, None], BLOCK_M, BLOCK_N, EXP2_POLY)
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
@@ -141,17 +152,18 @@ def _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv
 
 @triton.jit
 def _attn_tile(
-    Q, K, V, Out, LSE, KV_WINDOW, qk_scale, pid_m, pid_bh,
+    Q, K, V, Out, LSE, KV_WINDOW, BIAS, qk_scale, pid_m, pid_bh,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
+    stride_zb, stride_zh, stride_zm, stride_zn,
     heads_q, group, seq_q, seq_kv,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SPLIT_DIAG: tl.constexpr, USE_TMA: tl.constexpr,
     STORE_LSE: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    WARP_SPEC: tl.constexpr, EXP2_POLY: tl.constexpr,
+    WARP_SPEC: tl.constexpr, EXP2_POLY: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     """One output tile: BLOCK_M query rows of one (batch, query head).
 
@@ -187,6 +199,10 @@ def _attn_tile(
         k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
         v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
 
+    if HAS_BIAS:  # broadcast dims have stride 0
+        bias_base = BIAS + off_b.to(tl.int64) * stride_zb + off_h.to(tl.int64) * stride_zh
+    else:
+        bias_base = BIAS
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
     q = _load_tile(q_base, q_desc, off_b, off_h, start_m, seq_q, stride_qm, stride_qd,
@@ -223,25 +239,29 @@ def _attn_tile(
         if WINDOW:
             acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                                         stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, start, tl.minimum(mid, hi), kv_lo, kv_hi, causal_shift,
+                                        bias_base, stride_zm, stride_zn, seq_q, offs_m, start, tl.minimum(mid, hi), kv_lo, kv_hi, causal_shift,
                                         qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
-                                        USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M)
+                                        USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M,
+                                        HAS_BIAS)
         acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_m, mid, full, kv_lo, kv_hi, causal_shift,
+                                    bias_base, stride_zm, stride_zn, seq_q, offs_m, mid, full, kv_lo, kv_hi, causal_shift,
                                     qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, WINDOW,
-                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M)
+                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M,
+                                        HAS_BIAS)
         acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_m, full, hi, kv_lo, kv_hi, causal_shift,
+                                    bias_base, stride_zm, stride_zn, seq_q, offs_m, full, hi, kv_lo, kv_hi, causal_shift,
                                     qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
-                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M)
+                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M,
+                                        HAS_BIAS)
     else:
         acc, l_i, m_i = _attn_tiles(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, off_b, off_hkv,
                                     stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_m, start, hi, kv_lo, kv_hi, causal_shift,
+                                    bias_base, stride_zm, stride_zn, seq_q, offs_m, start, hi, kv_lo, kv_hi, causal_shift,
                                     qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, WINDOW,
-                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M)
+                                    USE_TMA, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, BLOCK_M,
+                                        HAS_BIAS)
 
     # Rows that saw no key (causal with Sq > Skv, empty windows) have l = 0: their output is 0, LSE -inf.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
@@ -263,18 +283,19 @@ def _attn_tile(
 
 @triton.jit
 def _attn_fwd(
-    Q, K, V, Out, LSE, KV_WINDOW,
+    Q, K, V, Out, LSE, KV_WINDOW, BIAS,
     qk_scale,  # softmax scale * log2(e): the kernel works in base 2
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
+    stride_zb, stride_zh, stride_zm, stride_zn,
     batch, heads_q, heads_kv, group, seq_q, seq_kv,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SPLIT_DIAG: tl.constexpr, USE_TMA: tl.constexpr,
     STORE_LSE: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    WARP_SPEC: tl.constexpr, EXP2_POLY: tl.constexpr, PERSISTENT: tl.constexpr,
+    WARP_SPEC: tl.constexpr, EXP2_POLY: tl.constexpr, PERSISTENT: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     if PERSISTENT:
         # A grid of a few programs per SM walks all tiles, so the last wave has no tail of idle
@@ -297,28 +318,30 @@ def _attn_fwd(
                 pid_m = slot % num_m
                 pid_bh = slot // num_m
             if slot < tiles:
-                _attn_tile(Q, K, V, Out, LSE, KV_WINDOW, qk_scale, pid_m, pid_bh,
+                _attn_tile(Q, K, V, Out, LSE, KV_WINDOW, BIAS, qk_scale, pid_m, pid_bh,
                            stride_qb, stride_qh, stride_qm, stride_qd,
                            stride_kb, stride_kh, stride_kn, stride_kd,
                            stride_vb, stride_vh, stride_vn, stride_vd,
                            stride_ob, stride_oh, stride_om, stride_od,
+                           stride_zb, stride_zh, stride_zm, stride_zn,
                            heads_q, group, seq_q, seq_kv,
                            HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, WINDOW, SPLIT_DIAG, USE_TMA,
-                           STORE_LSE, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY)
+                           STORE_LSE, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, HAS_BIAS)
     else:
         pid_m = tl.program_id(0)
         if CAUSAL:
             # The last query blocks see the most keys: start them first so the tail of the grid
             # is short blocks, not long ones.
             pid_m = tl.num_programs(0) - 1 - pid_m
-        _attn_tile(Q, K, V, Out, LSE, KV_WINDOW, qk_scale, pid_m, tl.program_id(1),
+        _attn_tile(Q, K, V, Out, LSE, KV_WINDOW, BIAS, qk_scale, pid_m, tl.program_id(1),
                    stride_qb, stride_qh, stride_qm, stride_qd,
                    stride_kb, stride_kh, stride_kn, stride_kd,
                    stride_vb, stride_vh, stride_vn, stride_vd,
                    stride_ob, stride_oh, stride_om, stride_od,
+                   stride_zb, stride_zh, stride_zm, stride_zn,
                    heads_q, group, seq_q, seq_kv,
                    HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, WINDOW, SPLIT_DIAG, USE_TMA,
-                   STORE_LSE, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY)
+                   STORE_LSE, DOT_FP32, DOT_PRECISION, WARP_SPEC, EXP2_POLY, HAS_BIAS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,6 +374,30 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNTS[index]
 
 
+def biased_stages(config: FlashAttentionConfig, block_d: int, elt: int, bias_elt: int, smem_limit: int) -> int:
+    """Pipeline stages of a launch with an additive bias: the pipeliner buffers the bias tile
+    (BLOCK_M x BLOCK_N) like K and V, so a config tuned without one can overflow shared memory
+    (the sm_90 compile tier: 3 stages of 128 x 128 fp32 tiles took 246 KB). At most 2 stages,
+    fewer until a (generous) estimate fits ``smem_limit``."""
+    stages = min(int(config.num_stages), 2)
+    per_stage = 2 * config.block_n * block_d * elt + config.block_m * config.block_n * bias_elt
+    while stages > 1 and stages * per_stage + config.block_m * block_d * elt > smem_limit:
+        stages -= 1
+    return stages
+
+
+_SMEM_LIMITS: dict[int, int] = {}
+
+
+def _smem_limit(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1 << 30  # the interpreter has no shared memory to run out of
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SMEM_LIMITS:
+        _SMEM_LIMITS[index] = torch.cuda.get_device_properties(index).shared_memory_per_block_optin
+    return _SMEM_LIMITS[index]
+
+
 def _scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
     return torch.empty(size, dtype=torch.int8, device="cuda")
 
@@ -374,7 +421,9 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
     ``inputs``: ``q`` [B, Hq, Sq, D], ``k``/``v`` [B, Hkv, Skv, D] (any strides), ``causal``
     (bool), ``scale`` (float or None for 1/sqrt(D)), optionally ``kv_window``: contiguous int32
     [B, 3] rows (lo, hi, shift) saying that batch b sees keys lo <= j < hi and, when causal,
-    row i sees keys j <= i + shift (default: 0, Skv, Skv - Sq). ``out`` (same shape as q, any strides) and
+    row i sees keys j <= i + shift (default: 0, Skv, Skv - Sq); optionally ``bias``: an additive
+    score bias broadcastable to [B, Hq, Sq, Skv] (fp32/fp16/bf16, any strides: T5's relative
+    position bias), added to the scaled scores. ``out`` (same shape as q, any strides) and
     ``lse`` (contiguous fp32 [B, Hq, Sq]) are optional outputs to write into. Shapes are assumed
     checked by the caller (``tritune.flash_attention`` validates user input).
     """
@@ -393,7 +442,13 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
         return out
     block_d = padded_head_dim(head_dim)
     interp = interpreting()
-    descriptors = bool(config.use_tma) and TensorDescriptor is not None and _tma_eligible(q, k, v, out)
+    bias = inputs.get("bias")
+    if bias is not None:
+        bias = bias.expand(batch, heads_q, seq_q, seq_kv)  # a view: broadcast dims get stride 0
+    # A biased launch keeps the plain pointer loop: the bias is a pointer load in the loop, which
+    # the warp-specialization pass does not take (triton#9728), and descriptors alone gain little.
+    descriptors = (bool(config.use_tma) and TensorDescriptor is not None and bias is None
+                   and _tma_eligible(q, k, v, out))
     # Warp specialization runs only over device-side descriptors (the pass crashed on pointer
     # loads, triton#9728): where the inputs cannot have descriptors the loop stays plain.
     device_desc = descriptors and bool(config.warp_specialize) and _HAS_DEVICE_DESC
@@ -412,19 +467,23 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
     lse_arg = lse if store_lse else q  # never touched when STORE_LSE is off
     window = inputs.get("kv_window")
     window_arg = window if window is not None else q  # never touched when WINDOW is off
+    bias_arg = bias if bias is not None else q  # never touched when HAS_BIAS is off
+    bias_strides = bias.stride() if bias is not None else (0, 0, 0, 0)
     num_m = triton.cdiv(seq_q, config.block_m)
     persistent = int(config.persistent) > 0
     if persistent:
         grid: tuple[int, ...] = (max(1, min(num_m * batch * heads_q, int(config.persistent) * _sm_count(q.device))),)
     else:
         grid = (num_m, batch * heads_q)
-    options: dict[str, Any] = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    stages = config.num_stages if bias is None else biased_stages(
+        config, block_d, q.element_size(), bias.element_size(), _smem_limit(q.device))
+    options: dict[str, Any] = {"num_warps": config.num_warps, "num_stages": stages}
     if int(config.maxnreg) > 0 and not interp:
         options["maxnreg"] = int(config.maxnreg)
     _attn_fwd[grid](
-        q_arg, k_arg, v_arg, o_arg, lse_arg, window_arg,
+        q_arg, k_arg, v_arg, o_arg, lse_arg, window_arg, bias_arg,
         float(scale) * LOG2E,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bias_strides,
         batch, heads_q, heads_kv, heads_q // heads_kv, seq_q, seq_kv,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         CAUSAL=causal, WINDOW=window is not None, SPLIT_DIAG=bool(config.split_diag), USE_TMA=descriptors,
@@ -433,7 +492,7 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
         # numpy's software float16; fp32 dots of the upcast operands give the GPU's numbers.
         DOT_FP32=interp and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if (interp or q.dtype == torch.float32) else "tf32",
-        WARP_SPEC=device_desc, EXP2_POLY=int(config.exp2_poly), PERSISTENT=persistent,
+        WARP_SPEC=device_desc, EXP2_POLY=int(config.exp2_poly), PERSISTENT=persistent, HAS_BIAS=bias is not None,
         **options,
     )
     return out
@@ -444,12 +503,13 @@ def launch(inputs: Mapping[str, Any], config: FlashAttentionConfig, out: torch.T
 # --------------------------------------------------------------------------------------------
 def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                    scale: float | None, dtype: torch.dtype, kv_window: torch.Tensor | None = None,
-                   max_scores: int = 1 << 26) -> tuple[torch.Tensor, torch.Tensor]:
+                   bias: torch.Tensor | None = None, max_scores: int = 1 << 26) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain attention in ``dtype`` (float64 for the reference, the input dtype for the baseline).
 
     Returns (out [B, Hq, Sq, D] in ``dtype``, lse [B, Hq, Sq] float32). Same semantics as the
     kernel: GQA by head grouping, bottom-right causal (or the window's shift), keys outside the
-    window invisible, rows without visible keys give 0 / -inf. Works through query-row chunks of
+    window invisible, ``bias`` (broadcastable to [B, Hq, Sq, Skv]) added to the scaled scores,
+    rows without visible keys give 0 / -inf. Works through query-row chunks of
     at most ``max_scores`` scores, so tuning-size problems (16k x 16k) fit in memory.
     """
     batch, heads_q, seq_q, head_dim = q.shape
@@ -461,6 +521,8 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal:
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     j = torch.arange(seq_kv, device=q.device)[None, :]
     rows = max(1, max_scores // max(1, heads_q * seq_kv))
+    if bias is not None:
+        bias = bias.expand(batch, heads_q, seq_q, seq_kv)
     for b in range(batch):
         kd = k[b].to(dtype).repeat_interleave(group, dim=0)
         vd = v[b].to(dtype).repeat_interleave(group, dim=0)
@@ -471,6 +533,8 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal:
         for r0 in range(0, seq_q, rows):
             r1 = min(seq_q, r0 + rows)
             scores = torch.matmul(q[b, :, r0:r1].to(dtype), kd.transpose(-1, -2)) * scale
+            if bias is not None:
+                scores = scores + bias[b, :, r0:r1].to(dtype)
             visible = (j >= lo) & (j < hi)
             if causal:
                 visible = visible & (j <= torch.arange(r0, r1, device=q.device)[:, None] + shift)
@@ -483,7 +547,8 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal:
 
 def _math(inputs: Mapping[str, Any], dtype: torch.dtype) -> torch.Tensor:
     out, _ = attention_math(inputs["q"], inputs["k"], inputs["v"], causal=bool(inputs.get("causal", False)),
-                            scale=inputs.get("scale"), dtype=dtype, kv_window=inputs.get("kv_window"))
+                            scale=inputs.get("scale"), dtype=dtype, kv_window=inputs.get("kv_window"),
+                            bias=inputs.get("bias"))
     return out
 
 
@@ -500,14 +565,18 @@ def baseline(inputs: Mapping[str, Any]) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Family
 # --------------------------------------------------------------------------------------------
-def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) -> tuple[dict, dict]:
+def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig,
+                      bias: str | None = None) -> tuple[dict, dict]:
     """(signature, constexprs) of ``_attn_fwd`` for an AOT compile of ``config`` on ``spec``.
 
     Mirrors a launch on contiguous inputs: the innermost strides are the constant 1 that
-    Triton's specialization sees at run time.
+    Triton's specialization sees at run time. ``bias``: the dtype of an additive score bias
+    ("fp32", "bf16", ...), which makes the launch take pointers (no descriptors), as ``launch``.
     """
     elt = spec.dtype
     block_d = padded_head_dim(spec.head_dim)
+    if bias is not None:
+        config = config.replace(use_tma=False, warp_specialize=False)
     device_desc = bool(config.use_tma and config.warp_specialize)
     if config.use_tma and not device_desc:
         rows = {"Q": config.block_m, "K": config.block_n, "V": config.block_n, "Out": config.block_m}
@@ -516,6 +585,7 @@ def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) ->
         sig = {n: f"*{elt}" for n in ("Q", "K", "V", "Out")}
     sig["LSE"] = "*fp32"
     sig["KV_WINDOW"] = "*i32"
+    sig["BIAS"] = f"*{bias or elt}"
     sig["qk_scale"] = "fp32"
     constexprs: dict[str, Any] = {}
     for t in "qkvo":
@@ -523,6 +593,8 @@ def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) ->
             sig[f"stride_{t}{dim}"] = "i32"
         sig[f"stride_{t}d"] = "constexpr"
         constexprs[f"stride_{t}d"] = 1
+    for dim in "bhmn":
+        sig[f"stride_z{dim}"] = "i32"
     for n in ("batch", "heads_q", "heads_kv", "group", "seq_q", "seq_kv"):
         sig[n] = "i32"
     constexprs.update(
@@ -530,6 +602,7 @@ def compile_signature(spec: FlashAttentionSpec, config: FlashAttentionConfig) ->
         BLOCK_N=config.block_n, CAUSAL=spec.causal, WINDOW=False, SPLIT_DIAG=bool(config.split_diag), USE_TMA=bool(config.use_tma),
         STORE_LSE=False, DOT_FP32=False, DOT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32",
         WARP_SPEC=device_desc, EXP2_POLY=int(config.exp2_poly), PERSISTENT=int(config.persistent) > 0,
+        HAS_BIAS=bias is not None,
     )
     for n in constexprs:
         sig[n] = "constexpr"

@@ -21,8 +21,8 @@ def qkv(b=2, hq=4, hkv=2, sq=19, skv=23, d=64, dtype=torch.float16, seed=0):
     return q, k, v
 
 
-def check_close(out, q, k, v, causal, scale=None, kv_window=None):
-    inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": scale, "kv_window": kv_window}
+def check_close(out, q, k, v, causal, scale=None, kv_window=None, bias=None):
+    inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": scale, "kv_window": kv_window, "bias": bias}
     result = compare(out, fa.reference(inputs), fa.baseline(inputs))
     assert result.ok, result.message
 
@@ -119,6 +119,22 @@ def test_bad_scale_and_window():
         flash_attention(q, k, v, kv_window=torch.zeros(2, 2, dtype=torch.int32))
     with pytest.raises(ValueError, match="kv_window.dtype"):
         flash_attention(q, k, v, kv_window=torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"bias.shape=\(1, 4, 19\) must be 4-D"):
+        flash_attention(q, k, v, bias=torch.zeros(1, 4, 19))
+    with pytest.raises(ValueError, match=r"broadcastable to \[batch, heads_q, seq_q, seq_kv\] = \[2, 4, 19, 23\]"):
+        flash_attention(q, k, v, bias=torch.zeros(1, 4, 19, 19))
+    with pytest.raises(ValueError, match="bias.dtype"):
+        flash_attention(q, k, v, bias=torch.zeros(1, 4, 19, 23, dtype=torch.float64))
+
+
+def test_bias_through_the_op():
+    q, k, v = qkv(b=2, sq=7, skv=29, d=32)
+    bias = torch.randn(1, 4, 7, 29, generator=torch.Generator().manual_seed(4)) * 4  # T5's [1, H, q, k]
+    window = torch.tensor([[0, 29, 22], [5, 29, 22]], dtype=torch.int32)
+    out = flash_attention(q, k, v, causal=True, kv_window=window, bias=bias)
+    check_close(out, q, k, v, True, kv_window=window, bias=bias)
+    inputs = {"q": q, "k": k, "v": v, "causal": True, "kv_window": window}
+    assert not compare(out, fa.reference(inputs), fa.baseline(inputs)).ok  # the bias mattered
 
 
 def test_kv_window_through_the_op():
@@ -132,7 +148,9 @@ def test_kv_window_through_the_op():
 def test_opcheck(return_lse):
     q, k, v = qkv(b=1, hq=2, hkv=1, sq=9, skv=13, d=32)
     window = torch.tensor([[2, 13, 4]], dtype=torch.int32)
-    for args in ((q, k, v, None, True, 0.17, return_lse), (q, k, v, window, False, 0.17, return_lse)):
+    bias = torch.randn(1, 2, 9, 13)
+    for args in ((q, k, v, None, True, 0.17, return_lse), (q, k, v, window, False, 0.17, return_lse),
+                 (q, k, v, window, True, 0.17, return_lse, bias)):
         torch.library.opcheck(torch.ops.tritune.flash_attention.default, args)
 
 

@@ -26,12 +26,13 @@ def _lse_shape(q: torch.Tensor, return_lse: bool) -> tuple[int, ...]:
 
 # The schema is spelled out rather than inferred, so older torch releases (the GPU image has
 # 2.11) read the same signature.
-SCHEMA = ("(Tensor q, Tensor k, Tensor v, Tensor? kv_window, bool causal, float scale, bool return_lse)"
-          " -> (Tensor, Tensor)")
+SCHEMA = ("(Tensor q, Tensor k, Tensor v, Tensor? kv_window, bool causal, float scale, bool return_lse,"
+          " Tensor? bias=None) -> (Tensor, Tensor)")
 
 
 def _flash_attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_window: torch.Tensor | None,
-                          causal: bool, scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                          causal: bool, scale: float, return_lse: bool,
+                          bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads_q, seq_q, head_dim = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(_lse_shape(q, return_lse), dtype=torch.float32, device=q.device)
@@ -39,7 +40,7 @@ def _flash_attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_
         return out, lse.fill_(float("-inf"))
     sizes = (batch, heads_q, k.shape[1], seq_q, k.shape[2], head_dim, _DTYPES[q.dtype], causal)
     config = runtime.dispatcher(q.device).lookup_by(sizes, lambda: FlashAttentionSpec(*sizes)).config
-    inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": scale, "kv_window": kv_window}
+    inputs = {"q": q, "k": k, "v": v, "causal": causal, "scale": scale, "kv_window": kv_window, "bias": bias}
     _fa.launch(inputs, config, out=out,
                lse=lse if return_lse else None)
     return out, lse
@@ -68,7 +69,8 @@ def _current_dispatch_mode():
 
 @_flash_attention_op.register_fake
 def _flash_attention_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_window: torch.Tensor | None,
-                          causal: bool, scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                          causal: bool, scale: float, return_lse: bool,
+                          bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     out = q.new_empty(q.shape)
     lse = q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
     return out, lse
@@ -76,7 +78,7 @@ def _flash_attention_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                     scale: float | None = None, return_lse: bool = False,
-                    kv_window: torch.Tensor | None = None
+                    kv_window: torch.Tensor | None = None, bias: torch.Tensor | None = None
                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention with the tuned Triton FlashAttention kernel.
 
@@ -93,18 +95,24 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     ``kv_window`` (padded batches, KV caches with empty slots): int32 ``[B, 3]`` rows
     ``(lo, hi, shift)``; batch b sees only keys ``lo <= j < hi`` and, when causal, query i sees
     keys ``j <= i + shift`` (the default is ``(0, Skv, Skv - Sq)``).
+
+    ``bias``: an additive score bias (T5's relative position bias; -inf hides a key), fp32,
+    fp16 or bf16, 4-D and broadcastable to ``[B, Hq, Sq, Skv]`` (size 1 where shared), added to
+    the scaled scores before the softmax; any strides (a broadcast view costs no copy).
     """
     check_inputs(q, k, v)
-    refuse_grad("tritune.flash_attention", q=q, k=k, v=v)
+    refuse_grad("tritune.flash_attention", q=q, k=k, v=v, bias=bias)
     if kv_window is not None:
         kv_window = _check_window(kv_window, q)
+    if bias is not None:
+        _check_bias(bias, q, k)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     elif not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale={scale!r} must be a finite positive number (or None for 1/sqrt(head_dim))")
     value_dim = v.shape[3]
     q, k, v = pad_head_dims(q, k, v)
-    args = (q, k, v, kv_window, bool(causal), float(scale), bool(return_lse))
+    args = (q, k, v, kv_window, bool(causal), float(scale), bool(return_lse), bias)
     if _plain_eager(q, k, v):
         out, lse = _flash_attention_impl(*args)  # skips ~18 us of dispatcher for the same result
     else:
@@ -164,6 +172,19 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"q.shape[1]={heads_q} (heads_q) must be a multiple of k.shape[1]={heads_kv} (heads_kv)")
     if k.shape[2] == 0 and q.shape[2] > 0 and q.shape[0] > 0 and heads_q > 0:
         raise ValueError("k has no keys (k.shape[2] == 0): attention over an empty sequence is undefined")
+
+
+def _check_bias(bias: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
+    full = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    if not isinstance(bias, torch.Tensor):
+        raise ValueError(f"bias must be a torch.Tensor, got {type(bias).__name__}")
+    if bias.dim() != 4 or any(b not in (1, n) for b, n in zip(bias.shape, full, strict=True)):
+        raise ValueError(f"bias.shape={tuple(bias.shape)} must be 4-D and broadcastable to [batch, heads_q, seq_q, "
+                         f"seq_kv] = {list(full)} (each dim that size or 1)")
+    if bias.dtype not in _DTYPES:
+        raise ValueError(f"bias.dtype={bias.dtype} is not supported; use float32, float16 or bfloat16")
+    if bias.device != q.device:
+        raise ValueError(f"bias is on {bias.device} but q is on {q.device}")
 
 
 def _check_window(kv_window: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -232,6 +232,48 @@ def test_kv_window(causal: bool, split_diag: bool) -> None:
     assert bool((out[2] == 0).all())
 
 
+# --- an additive score bias (T5's relative position bias) ----------------------------------
+@pytest.mark.parametrize(("spec", "bias_shape", "bias_dtype", "config"), [
+    # T5's [1, H, Sq, Skv] bias on a ragged causal shape, two loop structures
+    (FlashAttentionSpec(2, 4, 2, 37, 37, 32, "fp16", True), (1, 4, 37, 37), torch.float32,
+     FlashAttentionConfig(16, 16, 4, 1, True, False)),
+    (FlashAttentionSpec(2, 4, 2, 37, 37, 32, "fp16", True), (1, 4, 37, 37), torch.float32,
+     FlashAttentionConfig(32, 32, 4, 2, False, True)),  # use_tma: a biased launch takes pointers
+    # a per-batch bias shared by the heads, non-causal Sq != Skv, bias in the input dtype
+    (FlashAttentionSpec(2, 2, 1, 19, 45, 64, "bf16", False), (2, 1, 19, 45), torch.bfloat16,
+     FlashAttentionConfig(16, 32, 4, 1, True, False)),
+    # one decode row over a long cache
+    (FlashAttentionSpec(1, 2, 2, 1, 70, 32, "bf16", True), (1, 2, 1, 70), torch.float32,
+     FlashAttentionConfig(16, 16, 4, 1, True, False)),
+], ids=["t5-split", "t5-tma", "per-batch", "decode"])
+def test_additive_bias(spec, bias_shape, bias_dtype, config) -> None:
+    inputs = FAMILY.make_inputs(spec, "cpu", 7)
+    gen = torch.Generator().manual_seed(8)
+    # large enough to move the softmax (a kernel that dropped it would miss the rule by far),
+    # with some keys pushed to -inf, as a mask folded into a bias does
+    bias = torch.randn(bias_shape, generator=gen) * 4
+    bias[..., 3] = float("-inf")
+    inputs["bias"] = bias.to(bias_dtype)
+    out = torch.full_like(inputs["q"], float("nan"))
+    launch(inputs, config, out=out)
+    result = compare(out, reference(inputs), baseline(inputs))
+    assert result.ok, result.message
+    without = {**inputs, "bias": None}
+    assert not compare(out, reference(without), baseline(without)).ok  # the bias mattered
+
+
+def test_additive_bias_with_a_key_window() -> None:
+    spec = FlashAttentionSpec(4, 4, 1, 29, 70, 32, "bf16", True)
+    inputs = FAMILY.make_inputs(spec, "cpu", 5)
+    inputs["kv_window"] = torch.tensor([[13, 70, 41], [40, 45, 20], [0, 0, 0], [0, 50, 21]], dtype=torch.int32)
+    inputs["bias"] = torch.randn(1, 4, 29, 70, generator=torch.Generator().manual_seed(9)) * 4
+    out = torch.full_like(inputs["q"], float("nan"))
+    launch(inputs, FlashAttentionConfig(16, 16, 4, 1, True, False), out=out)
+    result = compare(out, reference(inputs), baseline(inputs))
+    assert result.ok, result.message
+    assert bool((out[2] == 0).all())  # an empty window stays empty whatever the bias
+
+
 # --- the family contract the tuner relies on ------------------------------------------------
 def test_family_contract() -> None:
     assert get_family("flash_attention") is FAMILY

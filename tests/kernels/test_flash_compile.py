@@ -49,6 +49,31 @@ def test_default_config_compiles_fits_and_does_not_spill(name: str, arch: int) -
     assert report.shared_bytes + report.static_shared_bytes <= smem_bytes(spec, config.to_dict(), arch)
 
 
+@pytest.mark.parametrize("side", [False, True], ids=["installed", "triton-3.6"])
+def test_an_additive_bias_compiles_for_hopper(side: bool) -> None:
+    """T5's position bias: a pointer load per tile in the loop; the default config (whatever its
+    descriptor knobs) compiles with it on sm_90, on this Triton and on the GPU image's."""
+    from tritune.kernels import source_hash
+    from tritune.kernels._compile import compile_for_target, side_python
+    from tritune.kernels.flash_attention import ALIGNED_ARGS, _attn_fwd, biased_stages, compile_signature
+
+    python = side_python() if side else None
+    if side and python is None:
+        pytest.skip("no Triton 3.6 side virtualenv (scripts/make_triton_venv.sh makes it; CI does)")
+    spec = FlashAttentionSpec(4, 8, 8, 512, 512, 64, "bf16", False)  # a T5-base encoder layer
+    config = FAMILY.default_config(spec, H100)
+    sig, constexprs = compile_signature(spec, config, bias="fp32")
+    assert constexprs["HAS_BIAS"] and not constexprs["USE_TMA"] and sig["BIAS"] == "*fp32"
+    stages = biased_stages(config, 64, 2, 4, H100.smem_per_block)  # what launch() runs
+    assert stages < config.num_stages  # the tuned 3 stages do not fit with a bias (246 KB)
+    report = compile_for_target(_attn_fwd, sig, constexprs, arch=90, num_warps=config.num_warps,
+                                num_stages=stages, source_hash=source_hash(FAMILY.module_name),
+                                aligned=list(ALIGNED_ARGS), python=python)
+    assert report.ok, f"triton {report.triton_version}: {report.error}"
+    # the bias tile in registers costs some spill at 8 warps; it must still fit and use wgmma
+    assert report.fits and report.uses_wgmma == (config.block_m >= 64)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", [90, 80])
 @pytest.mark.parametrize("name", ["d256", "d80"])

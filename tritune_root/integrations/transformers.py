@@ -30,8 +30,9 @@ name:
   sliding-window, soft-capped (``softcap``, Gemma 2) and sink (``s_aux``, gpt-oss) layers run
   ``tritune.varlen_attention`` over transformers' K/V as a strided ``[B, S_k, Hkv, D]`` view (no
   copy), the window rows as its ``kv_bounds``. A value head dim narrower than q/k's (latent
-  attention: DeepSeek V2/V3) is zero-padded for the launch and sliced off after. A 4-D mask,
-  dropout in training, a position bias or float32 inputs on those layers run in PyTorch instead
+  attention: DeepSeek V2/V3) is zero-padded for the launch and sliced off after. T5's
+  ``position_bias`` is the flash kernel's additive ``bias``. A 4-D mask, dropout in training,
+  a position bias on a varlen layer or float32 inputs on those layers run in PyTorch instead
   (SDPA, or the eager math when softcap or sinks are on), logged once with the reason; so do
   inputs that require grad (training, or a forward outside ``torch.no_grad()``): the kernels
   have no backward pass.
@@ -523,7 +524,10 @@ def tritune_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     if chunked:
         return _chunked_forward(query, key, value, window, scaling), None
     if not varlen:
-        out = flash_attention(query, key, value, causal=causal, scale=scaling, kv_window=window)
+        bias = kwargs.get("position_bias")  # T5's relative position bias, [1, H, q, kv]
+        if bias is not None and bias.shape[-1] != key.shape[2]:
+            bias = bias[..., :key.shape[2]]  # the static-cache crop above
+        out = flash_attention(query, key, value, causal=causal, scale=scaling, kv_window=window, bias=bias)
         return out.transpose(1, 2).contiguous(), None
     right = left if two_sided else (0 if causal else -1)
     return _varlen_forward(query, key, value, window, causal, left, right, softcap, sinks, scaling), None
@@ -538,8 +542,8 @@ def _fallback_reason(module: torch.nn.Module, inputs: tuple[torch.Tensor | None,
         # The kernels have no backward: their output would drop out of the autograd graph.
         return ("inputs that require grad (training, or a forward outside torch.no_grad()/torch.inference_mode(): "
                 "run inference under one of those to use the kernels)")
-    if kwargs.get("position_bias") is not None:
-        return "a position_bias (additive score bias)"
+    if kwargs.get("position_bias") is not None and (varlen or (window is not None and window.shape[1] == 7)):
+        return "a position_bias (additive score bias) on a sliding-window, softcap, sink, packed or chunked layer"
     if kwargs.get("indices") is not None:
         return "sparse-attention key indices (DeepSeek V3.2's indexer: only the selected keys are attended)"
     if attention_mask is not None and window is None:
