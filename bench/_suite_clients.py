@@ -260,7 +260,8 @@ def llama4(chunk: int):
 
 
 # The suite's models: one per integration path, cheapest first (a dry run takes the first two).
-SUITE_KINDS = ("bert", "starcoder2", "modernbert", "bart", "deepseek_v3", "gemma3_vision", "gpt_bigcode", "clip")
+SUITE_KINDS = ("bert", "starcoder2", "modernbert", "bart", "deepseek_v3", "gemma3_vision", "gpt_bigcode", "clip", "t5",
+               "falcon")  # t5: the biased flash launch; falcon: its flash-class adapter
 
 
 def check(kind: str, device: str) -> dict[str, Any]:
