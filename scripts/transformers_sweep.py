@@ -62,6 +62,9 @@ def _shrink(config) -> None:
         value = getattr(config, key, None)
         if value is not None and (not isinstance(value, int) or value >= TINY["vocab_size"]):
             setattr(config, key, 1)
+    if getattr(config, "is_encoder_decoder", False) and getattr(config, "decoder_start_token_id", None) is None:
+        pad = getattr(config, "pad_token_id", None)  # T5 starts its decoder with the pad token
+        config.decoder_start_token_id = pad if isinstance(pad, int) else 1
     if getattr(config, "layer_types", None) is not None and _settable(config, "layer_types"):
         config.layer_types = list(config.layer_types)[:2]
     if hasattr(config, "qk_rope_head_dim"):  # latent attention: rope part, rest, values, ranks
