@@ -565,7 +565,7 @@ def _packed_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     packing. The host reads the sequence boundaries once per layer call."""
     ids = rows[..., 0]
     left = int(rows[0, 0, 1]) if rows.shape[-1] == 2 else None
-    batch, heads_q, length, _ = query.shape
+    batch, _, length, _ = query.shape
     if key.shape[2] != length:
         raise ValueError(f"attn_implementation={NAME!r}: a packed batch's mask covers {length} keys per row, "
                          f"but the layer attends over {key.shape[2]}; packing (position ids restarting inside a "
@@ -581,21 +581,13 @@ def _packed_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     first = torch.cat([starts.flatten().nonzero().flatten(),
                        torch.tensor([batch * length], device=ids.device)]).to(torch.int32)
     longest = int((first[1:] - first[:-1]).max())  # one host read per layer call
-    value_dim = value.shape[-1]
-    if scaling is None:
-        scaling = query.shape[-1] ** -0.5  # of q's own head dim, before any padding
-    query, key, value = pad_head_dims(query, key, value)  # latent attention: v narrower than q/k
-    head_dim = query.shape[-1]
-    q = query.transpose(1, 2).reshape(batch * length, heads_q, head_dim)
-    k = key.transpose(1, 2).reshape(batch * length, key.shape[1], head_dim)  # a view when batch == 1
-    v = value.transpose(1, 2).reshape(batch * length, value.shape[1], head_dim)
-    if k.stride(-1) != 1:
-        k, v = k.contiguous(), v.contiguous()
-    out = varlen_attention(q, k, v, first, longest, longest, cu_seqlens_k=first, causal=True,
-                           window_size=(-1 if left is None else left, 0), softcap=float(softcap),
-                           sinks=None if sinks is None else sinks.float(), scale=scaling)
-    out = out.view(batch, length, heads_q, head_dim)
-    return out if head_dim == value_dim else out[..., :value_dim].contiguous()
+
+    def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        return varlen_attention(q, k, v, first, longest, longest, cu_seqlens_k=first, causal=True,
+                                window_size=(-1 if left is None else left, 0), softcap=float(softcap),
+                                sinks=None if sinks is None else sinks.float(), scale=scale)
+
+    return _on_varlen(query, key, value, scaling, launch, packed_keys=True)
 
 
 def _blocks_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -649,22 +641,37 @@ def _chunked_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
 def _varlen_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, window: torch.Tensor | None,
                     causal: bool, left: int | None, right: int, softcap: float, sinks: torch.Tensor | None,
                     scaling: float | None) -> torch.Tensor:
+    batch, q_length = query.shape[0], query.shape[2]
+    cu_seqlens_q = torch.arange(batch + 1, dtype=torch.int32, device=query.device) * q_length
+    bounds = window[:, :3].contiguous() if window is not None else None
+
+    def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        return varlen_attention(q, k, v, cu_seqlens_q, q_length, k.shape[1], kv_bounds=bounds, causal=causal,
+                                window_size=(-1 if left is None else left, right), softcap=float(softcap),
+                                sinks=None if sinks is None else sinks.float(), scale=scale)
+
+    return _on_varlen(query, key, value, scaling, launch, packed_keys=False)
+
+
+def _on_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None,
+               launch: Any, *, packed_keys: bool) -> torch.Tensor:
+    """``launch(q, k, v, scale)`` (a ``varlen_attention`` call) on transformers' ``[B, H, S, D]``
+    q/k/v: q packed ``[B * S, Hq, D]``; k/v ``[B, S_k, Hkv, D]`` views of theirs (the op reads any
+    strides), or packed ``[B * S_k, Hkv, D]`` with ``packed_keys`` (a view when B == 1). Returns
+    ``[B, S, Hq, Dv]``: a value head dim narrower than q/k's (latent attention) is zero-padded
+    for the launch and sliced off after."""
     value_dim = value.shape[-1]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5  # of q's own head dim, before any padding
-    query, key, value = pad_head_dims(query, key, value)  # latent attention: v narrower than q/k
+    query, key, value = pad_head_dims(query, key, value)
     batch, heads_q, q_length, head_dim = query.shape
-    # [B, S_k, Hkv, D] views of transformers' [B, Hkv, S_k, D]: the op reads any strides.
     k, v = key.transpose(1, 2), value.transpose(1, 2)
+    if packed_keys:
+        k, v = k.reshape(-1, k.shape[2], head_dim), v.reshape(-1, v.shape[2], head_dim)
     if k.stride(-1) != 1:
         k, v = k.contiguous(), v.contiguous()
     q = query.transpose(1, 2).reshape(batch * q_length, heads_q, head_dim)  # a copy unless q_length == 1
-    cu_seqlens_q = torch.arange(batch + 1, dtype=torch.int32, device=query.device) * q_length
-    bounds = window[:, :3].contiguous() if window is not None else None
-    out = varlen_attention(q, k, v, cu_seqlens_q, q_length, k.shape[1], kv_bounds=bounds, causal=causal,
-                           window_size=(-1 if left is None else left, right), softcap=float(softcap),
-                           sinks=None if sinks is None else sinks.float(), scale=scaling)
-    out = out.view(batch, q_length, heads_q, head_dim)
+    out = launch(q, k, v, scaling).view(batch, q_length, heads_q, head_dim)
     return out if head_dim == value_dim else out[..., :value_dim].contiguous()
 
 
