@@ -26,6 +26,7 @@ input dtype first, as on the GPU), which is exact; the GPU code path never sees 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -362,16 +363,21 @@ _HAS_DEVICE_DESC = hasattr(tl, "make_tensor_descriptor")  # triton >= 3.4
 # Programs per SM of the interpreter's stand-in device: a few, so persistent programs walk
 # several tiles and partial rounds in the tests.
 INTERPRETER_SMS = 3
-_SM_COUNTS: dict[int, int] = {}
+
+
+@functools.cache
+def _device_props(index: int) -> Any:
+    return torch.cuda.get_device_properties(index)  # read once per device: launches ask every call
+
+
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return INTERPRETER_SMS
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNTS:
-        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SM_COUNTS[index]
+    return _device_props(_cuda_index(device)).multi_processor_count
 
 
 def biased_stages(config: FlashAttentionConfig, block_d: int, elt: int, bias_elt: int, smem_limit: int) -> int:
@@ -386,16 +392,10 @@ def biased_stages(config: FlashAttentionConfig, block_d: int, elt: int, bias_elt
     return stages
 
 
-_SMEM_LIMITS: dict[int, int] = {}
-
-
 def _smem_limit(device: torch.device) -> int:
     if device.type != "cuda":
         return 1 << 30  # the interpreter has no shared memory to run out of
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SMEM_LIMITS:
-        _SMEM_LIMITS[index] = torch.cuda.get_device_properties(index).shared_memory_per_block_optin
-    return _SMEM_LIMITS[index]
+    return _device_props(_cuda_index(device)).shared_memory_per_block_optin
 
 
 def _scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
